@@ -1,0 +1,59 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The one small interface every model backend implements (in process, sidecar)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from cosmos3_ros.core.settings import ActionChunk, Forecast, ModelInfo, PolicySettings
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce a result (model failure, lost connection, timeout)."""
+
+
+@runtime_checkable
+class PolicyBackend(Protocol):
+    """A Cosmos 3 policy that turns one observation frame into an action chunk.
+
+    Implementations are thread-safe for one caller at a time and raise ``ValueError`` for bad
+    input, ``BackendError`` for failures of the backend itself. They never return non-finite
+    actions.
+    """
+
+    def info(self) -> ModelInfo:
+        """Describe the served model."""
+        ...
+
+    def warmup(self, settings: PolicySettings) -> float:
+        """Run the calls the loop will make once, so the first control cycle is not a cold start; return seconds."""
+        ...
+
+    def policy(
+        self,
+        image: np.ndarray,
+        settings: PolicySettings,
+        *,
+        observation_stamp: float | None = None,
+        return_video: bool = False,
+    ) -> ActionChunk:
+        """Predict an action chunk from ``image`` (HxWx3 uint8, the newest observation)."""
+        ...
+
+    def forward_dynamics(
+        self,
+        image: np.ndarray,
+        actions: np.ndarray,
+        settings: PolicySettings,
+        *,
+        observation_stamp: float | None = None,
+    ) -> Forecast:
+        """Predict the frames that follow ``image`` when ``actions`` [T, width] are executed."""
+        ...
+
+    def close(self) -> None:
+        """Release the model or connection."""
+        ...
