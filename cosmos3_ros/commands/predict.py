@@ -21,15 +21,23 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     d = PolicySettings()
     g = parser.add_argument_group("sampling settings")
     g.add_argument("--prompt", default=d.prompt, help="task instruction")
-    g.add_argument("--domain", dest="domain_name", default=d.domain_name,
-                   help=f"embodiment domain (aliases bridge, droid); one of {sorted(DOMAIN_ACTION_WIDTH)}")
+    g.add_argument(
+        "--domain",
+        dest="domain_name",
+        default=d.domain_name,
+        help=f"embodiment domain (aliases bridge, droid); one of {sorted(DOMAIN_ACTION_WIDTH)}",
+    )
     g.add_argument("--chunk", dest="action_chunk_size", type=int, default=d.action_chunk_size, help="actions per chunk")
     g.add_argument("--fps", type=float, default=d.fps, help="policy rate (must match the embodiment's training fps)")
     g.add_argument("--image-size", type=int, default=d.image_size, choices=RESOLUTION_TIERS, help="resolution tier")
     g.add_argument("--num-steps", type=int, default=d.num_steps, help="denoising steps")
     g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance (1.0 = off)")
-    g.add_argument("--shift", type=float, default=None,
-                   help="flow shift; when given, the native flow schedule with this shift replaces the checkpoint's")
+    g.add_argument(
+        "--shift",
+        type=float,
+        default=None,
+        help="flow shift; when given, the native flow schedule with this shift replaces the checkpoint's",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="noise seed")
     g.add_argument("--view-point", default=d.view_point, choices=VIEW_POINTS, help="camera view point")
 

@@ -108,13 +108,17 @@ class PolicySettings:
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
             raise SettingsError(f"fps must be a finite number > 0, got {self.fps!r}")
         if self.image_size not in RESOLUTION_TIERS:
-            raise SettingsError(f"image_size {self.image_size!r} is not a resolution tier; expected one of {list(RESOLUTION_TIERS)}")
+            raise SettingsError(
+                f"image_size {self.image_size!r} is not a resolution tier; expected one of {list(RESOLUTION_TIERS)}"
+            )
         if int(self.num_steps) != self.num_steps or self.num_steps < 1:
             raise SettingsError(f"num_steps must be an integer >= 1, got {self.num_steps!r}")
         if not (math.isfinite(self.guidance) and self.guidance >= 1.0):
             raise SettingsError(f"guidance must be a finite number >= 1.0, got {self.guidance!r}")
         if self.shift is not None and not (math.isfinite(self.shift) and self.shift > 0):
-            raise SettingsError(f"shift must be a finite number > 0 (or None for the checkpoint schedule), got {self.shift!r}")
+            raise SettingsError(
+                f"shift must be a finite number > 0 (or None for the checkpoint schedule), got {self.shift!r}"
+            )
         if int(self.seed) != self.seed or not (0 <= self.seed < 2**63):
             raise SettingsError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.view_point not in VIEW_POINTS:
@@ -162,7 +166,8 @@ def validate_actions(actions: Any, settings: PolicySettings, name: str = "action
         raise ValueError(f"{name} must have at least one row, got {arr.shape}")
     if arr.shape[1] != settings.action_width:
         raise ValueError(
-            f"{name} width {arr.shape[1]} does not match domain {settings.domain_name!r} (width {settings.action_width})"
+            f"{name} width {arr.shape[1]} does not match domain {settings.domain_name!r} "
+            f"(width {settings.action_width})"
         )
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
@@ -190,7 +195,8 @@ class Timing:
     def summary(self) -> str:
         """One line for logs and the CLI."""
         return (
-            f"total {self.total_s * 1e3:.1f} ms (preprocess {self.preprocess_s * 1e3:.1f}, encode {self.encode_s * 1e3:.1f}, "
+            f"total {self.total_s * 1e3:.1f} ms (preprocess {self.preprocess_s * 1e3:.1f}, "
+            f"encode {self.encode_s * 1e3:.1f}, "
             f"denoise {self.denoise_s * 1e3:.1f}, decode {self.decode_s * 1e3:.1f})"
         )
 

@@ -56,7 +56,8 @@ def resolve_checkpoint(model: str) -> Path:
         return Path(snapshot_download(repo_id=model, local_files_only=True))
     except Exception as exc:  # huggingface_hub raises several kinds for a cache miss
         raise CheckpointNotFoundError(
-            f"model {model!r} is not in the local Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}). "
+            f"model {model!r} is not in the local Hugging Face cache "
+            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}). "
             f"Download it once on a networked machine with `hf download {model}` (accept its licence first), "
             f"or pass a local directory."
         ) from exc
@@ -169,8 +170,10 @@ class Cosmos3PolicyRuntime:
             raise BackendError("pipeline returned no action for mode='policy'")
         actions = out.action[0].float().numpy().astype(np.float32, copy=False)
         if actions.shape != (settings.action_chunk_size, settings.action_width):
-            raise BackendError(f"pipeline returned actions of shape {actions.shape}, expected "
-                               f"{(settings.action_chunk_size, settings.action_width)}")
+            raise BackendError(
+                f"pipeline returned actions of shape {actions.shape}, expected "
+                f"{(settings.action_chunk_size, settings.action_width)}"
+            )
         if not np.isfinite(actions).all():
             raise NonFiniteOutputError(
                 f"policy produced {int((~np.isfinite(actions)).sum())} non-finite action value(s); chunk discarded"
@@ -202,9 +205,13 @@ class Cosmos3PolicyRuntime:
         validate_image(image)
         self._check_domain(settings)
         acts = validate_actions(actions, settings)
-        out, timing = self._run("forward_dynamics", image, settings, output_type="np", raw_actions=torch.from_numpy(acts))
+        out, timing = self._run(
+            "forward_dynamics", image, settings, output_type="np", raw_actions=torch.from_numpy(acts)
+        )
         frames = _video_to_uint8(out.video)
-        return Forecast(frames=frames, actions=acts, settings=settings, timing=timing, observation_stamp=observation_stamp)
+        return Forecast(
+            frames=frames, actions=acts, settings=settings, timing=timing, observation_stamp=observation_stamp
+        )
 
     def close(self) -> None:
         """Drop the pipeline and free accelerator memory."""
