@@ -38,10 +38,11 @@ class CheckpointNotFoundError(FileNotFoundError):
     """The model is neither a local diffusers directory nor in the local Hugging Face cache."""
 
 
-def resolve_checkpoint(model: str) -> Path:
+def resolve_checkpoint(model: str, cache_dir: str | Path | None = None) -> Path:
     """Return a local directory for ``model``: a path, or a Hugging Face id already in the local cache.
 
     Never downloads. A missing id raises CheckpointNotFoundError saying how to fetch it.
+    ``cache_dir`` overrides the Hugging Face hub cache (default: ``HF_HUB_CACHE`` / ``HF_HOME``).
     """
     path = Path(model).expanduser()
     if path.exists():
@@ -53,7 +54,7 @@ def resolve_checkpoint(model: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id=model, local_files_only=True))
+        return Path(snapshot_download(repo_id=model, local_files_only=True, cache_dir=cache_dir))
     except Exception as exc:  # huggingface_hub raises several kinds for a cache miss
         raise CheckpointNotFoundError(
             f"model {model!r} is not in the local Hugging Face cache "
