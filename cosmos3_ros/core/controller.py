@@ -1,0 +1,303 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The control loop's decisions, free of ROS: when to ask for a chunk, what to publish, when to hold.
+
+The rclpy node (``cosmos3_ros.ros.policy_node``) and the offline replay drive the same
+``PolicyController``: frames go in with ``add_frame``, ``step(now)`` is called at the control rate and
+may hand out an ``InferenceRequest``; whoever runs the model reports back with ``complete``. Every
+method returns the ``Trajectory`` commands to publish. Time is whatever clock the caller uses
+(node clock, sim time, bag time), in seconds.
+
+Safety rules:
+* at most one inference in flight; a new chunk is requested once ``replan_every`` actions of the
+  current chunk are due, and only from an observation newer than the last one used;
+* frames older than ``max_observation_age`` are never used;
+* when the current chunk runs out without a fresh valid successor, when inference fails, or when
+  the controller is disarmed, exactly one hold (the last commanded positions) is published and
+  commanding stops until a valid chunk arrives;
+* nothing non-finite is ever returned for publishing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejected, Observation
+from cosmos3_ros.core.compose import compose
+from cosmos3_ros.core.settings import ActionChunk, PolicySettings
+from cosmos3_ros.core.stats import Counters
+from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times
+
+STAMP_MODES = ("observation", "now")
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Loop configuration (the node parameters that shape control, not sampling)."""
+
+    cameras: tuple[str, ...]
+    mapping: ActionMapping
+    camera_layout: str = "single"
+    max_observation_age: float = 0.5
+    sync_tolerance: float = 0.05
+    replan_every: int = 8
+    stamp_mode: str = "observation"
+    buffer_capacity: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            raise ValueError("camera_topics must name at least one camera")
+        if self.camera_layout == "single" and len(self.cameras) != 1:
+            raise ValueError(f"camera_layout 'single' takes one camera, got {len(self.cameras)}")
+        if not self.max_observation_age > 0:
+            raise ValueError(f"max_observation_age must be > 0, got {self.max_observation_age}")
+        if self.sync_tolerance < 0:
+            raise ValueError(f"sync_tolerance must be >= 0, got {self.sync_tolerance}")
+        if self.replan_every < 1:
+            raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
+        if self.stamp_mode not in STAMP_MODES:
+            raise ValueError(f"trajectory_stamp {self.stamp_mode!r} unknown; expected one of {list(STAMP_MODES)}")
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """What the model must be run on: ``image`` (composed observation) taken at ``stamp``."""
+
+    request_id: int
+    image: np.ndarray
+    stamp: float
+    settings: PolicySettings
+    observation: Observation = field(repr=False)
+
+
+class PolicyController:
+    """Decides requests, publications and holds for one policy loop (thread-safe)."""
+
+    def __init__(self, config: ControllerConfig, settings: PolicySettings) -> None:
+        if settings.action_width != config.mapping.width:
+            raise ValueError(
+                f"domain {settings.domain_name!r} has {settings.action_width} action dimensions but "
+                f"{config.mapping.width} joint_names are configured"
+            )
+        if config.replan_every > settings.action_chunk_size:
+            raise ValueError(
+                f"replan_every ({config.replan_every}) exceeds action_chunk_size ({settings.action_chunk_size})"
+            )
+        self.config = config
+        self._settings = settings
+        self.buffer = ClipBuffer(list(config.cameras), capacity=config.buffer_capacity)
+        self.counters = Counters()
+        self._lock = threading.RLock()
+        self._armed = True
+        self._commanding = False
+        self._current: Trajectory | None = None
+        self._last_command: np.ndarray | None = None
+        self._in_flight: InferenceRequest | None = None
+        self._last_request_stamp = float("-inf")
+        self._next_id = 1
+        self.consecutive_errors = 0
+        self.last_error = ""
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def settings(self) -> PolicySettings:
+        """Sampling settings used for the next request."""
+        return self._settings
+
+    def set_settings(self, settings: PolicySettings) -> None:
+        """Replace the sampling settings (e.g. a new prompt); applies from the next request."""
+        if settings.action_width != self.config.mapping.width:
+            raise ValueError(
+                f"domain {settings.domain_name!r} has {settings.action_width} action dimensions but "
+                f"{self.config.mapping.width} joint_names are configured"
+            )
+        if self.config.replan_every > settings.action_chunk_size:
+            raise ValueError(
+                f"replan_every ({self.config.replan_every}) exceeds action_chunk_size ({settings.action_chunk_size})"
+            )
+        with self._lock:
+            self._settings = settings
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def armed(self) -> bool:
+        """Whether chunks may be published."""
+        return self._armed
+
+    @property
+    def commanding(self) -> bool:
+        """Whether a valid chunk is currently being executed."""
+        return self._commanding
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether an inference is running."""
+        return self._in_flight is not None
+
+    @property
+    def current(self) -> Trajectory | None:
+        """The last published chunk."""
+        return self._current
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def add_frame(self, camera: str, stamp: float, image: np.ndarray) -> bool:
+        """Buffer a decoded frame; returns False (and counts the reason) when it is rejected."""
+        try:
+            self.buffer.add(camera, stamp, image)
+        except FrameRejected as exc:
+            self.counters.inc(f"rejected_frames.{exc.reason}")
+            self.last_error = str(exc)
+            return False
+        self.counters.inc(f"frames.{camera}")
+        return True
+
+    def arm(self, now: float, armed: bool) -> list[Trajectory]:
+        """Arm or disarm; disarming while commanding publishes one hold."""
+        with self._lock:
+            self._armed = armed
+            if not armed:
+                return self._hold(now, "disarmed")
+            return []
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def step(self, now: float) -> tuple[InferenceRequest | None, list[Trajectory]]:
+        """Advance to ``now``: maybe a hold (chunk ran out), maybe a new inference request."""
+        with self._lock:
+            out: list[Trajectory] = []
+            cur = self._current
+            if self._commanding and cur is not None:
+                self._last_command = cur.sample(now)
+                if now >= cur.end_time:
+                    out += self._hold(now, "chunk_expired")
+            request = None
+            if self._armed and self._in_flight is None and self._replan_due(now):
+                request = self._make_request(now)
+            return request, out
+
+    def complete(
+        self, request: InferenceRequest, chunk: ActionChunk | None, error: BaseException | None, now: float
+    ) -> list[Trajectory]:
+        """Report the result of ``request``: a chunk, or the error that replaced it."""
+        with self._lock:
+            if self._in_flight is None or self._in_flight.request_id != request.request_id:
+                self.counters.inc("unexpected_results")
+                return []
+            self._in_flight = None
+            if error is not None or chunk is None:
+                self.consecutive_errors += 1
+                self.counters.inc("inference_errors")
+                self.last_error = f"{type(error).__name__}: {error}" if error is not None else "no chunk"
+                return self._hold(now, "backend_failure")
+            try:
+                traj = self._to_trajectory(chunk, request)
+            except ValueError as exc:
+                self.counters.inc("invalid_chunks")
+                self.last_error = f"invalid chunk: {exc}"
+                return self._hold(now, "invalid_chunk")
+            self.consecutive_errors = 0
+            if not self._armed:
+                self.counters.inc("discarded_disarmed")
+                return []
+            if traj.end_time <= now:
+                self.counters.inc("stale_chunks")
+                self.last_error = f"chunk from observation {request.stamp:.3f} arrived after its last point ({now:.3f})"
+                return []
+            if self.config.stamp_mode == "now":
+                traj = _restamp_now(traj, now)
+            self._current = traj
+            self._commanding = True
+            self.counters.inc("chunks_published")
+            return [traj]
+
+    def command_at(self, now: float) -> np.ndarray | None:
+        """Interpolated command at ``now`` while commanding (for JointState streaming), else None."""
+        with self._lock:
+            if not self._commanding or self._current is None:
+                return None
+            cmd = self._current.sample(now, before=self._last_command)
+            self._last_command = cmd
+            return cmd
+
+    def next_request_time(self) -> float | None:
+        """When the next chunk will be requested (the time the replan_every-th point is due), if known."""
+        with self._lock:
+            cur = self._current
+            if cur is None or not self._commanding or cur.stamp is None:
+                return None
+            return float(cur.point_times()[self.config.replan_every - 1])
+
+    def release(self) -> None:
+        """Forget the current chunk and any in-flight request (e.g. on deactivate/cleanup)."""
+        with self._lock:
+            self._commanding = False
+            self._current = None
+            self._in_flight = None
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _replan_due(self, now: float) -> bool:
+        cur = self._current
+        if cur is None or not self._commanding:
+            return True
+        return cur.points_due(now) >= self.config.replan_every
+
+    def _make_request(self, now: float) -> InferenceRequest | None:
+        obs, reason = self.buffer.observation(now, self.config.max_observation_age, self.config.sync_tolerance)
+        if obs is None:
+            self.counters.inc(f"no_observation.{reason}")
+            return None
+        if obs.stamp <= self._last_request_stamp:
+            self.counters.inc("no_observation.not_newer")
+            return None
+        images = {cam: f.image for cam, f in obs.frames.items()}
+        try:
+            image = compose(images, list(self.config.cameras), self.config.camera_layout)
+        except ValueError as exc:
+            self.counters.inc("no_observation.compose_failed")
+            self.last_error = f"compose failed: {exc}"
+            return None
+        req = InferenceRequest(self._next_id, image, obs.stamp, self._settings, obs)
+        self._next_id += 1
+        self._last_request_stamp = obs.stamp
+        self._in_flight = req
+        self.counters.inc("requests")
+        return req
+
+    def _to_trajectory(self, chunk: ActionChunk, request: InferenceRequest) -> Trajectory:
+        actions = chunk.actions
+        expected = (request.settings.action_chunk_size, self.config.mapping.width)
+        if actions.shape != expected:
+            raise ValueError(f"actions of shape {actions.shape}, expected {expected}")
+        if not np.isfinite(actions).all():
+            raise ValueError("actions contain non-finite values")
+        positions = self.config.mapping.apply(actions)
+        times = chunk_times(len(positions), request.settings.fps)
+        return Trajectory(self.config.mapping.joint_names, positions, times, request.stamp, request.request_id)
+
+    def _hold(self, now: float, reason: str) -> list[Trajectory]:
+        if not self._commanding or self._current is None:
+            return []
+        cur = self._current
+        last = self._last_command if self._last_command is not None else cur.sample(now)
+        if not np.isfinite(last).all():  # cannot happen with finite chunks; never publish it anyway
+            last = cur.positions[-1]
+        self._commanding = False
+        self.counters.inc("holds")
+        self.counters.inc(f"holds.{reason}")
+        return [
+            Trajectory(cur.joint_names, last[None, :].copy(), np.array([1e-3]), None, cur.chunk_id, kind="hold")
+        ]
+
+
+def _restamp_now(traj: Trajectory, now: float) -> Trajectory:
+    """Same absolute schedule, expressed from ``now``: points already due are dropped."""
+    abs_t = traj.point_times()
+    keep = abs_t > now
+    return Trajectory(traj.joint_names, traj.positions[keep], abs_t[keep] - now, now, traj.chunk_id, traj.kind)
