@@ -1,0 +1,3 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""rclpy shell of cosmos3_ros."""

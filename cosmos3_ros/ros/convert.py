@@ -1,0 +1,90 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""ROS messages to and from the pure core: camera images and time stamps.
+
+Thin: the decoding rules live in :mod:`cosmos3_ros.core.images`. No graph is needed; only the message packages.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image
+
+from cosmos3_ros.core.images import (
+    DEFAULT_MAX_DEPTH_MM,
+    DEFAULT_MAX_PIXELS,
+    decode_compressed,
+    decode_raw,
+    encode_rgb8,
+)
+
+_INT32_MAX = 2**31 - 1
+
+
+def _buffer(data: Any) -> memoryview | bytes:
+    """A zero-copy view of a message's ``uint8[]`` field (rclpy gives ``array.array('B')``); bytes otherwise."""
+    try:
+        return memoryview(data)
+    except TypeError:  # a plain sequence of ints
+        return bytes(data)
+
+
+def image_msg_to_rgb(msg: Image, *, max_depth_mm: int = DEFAULT_MAX_DEPTH_MM) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` into HxWx3 uint8 RGB; raises ``ImageDecodeError``.
+
+    For unpadded ``rgb8`` the result is a view of ``msg.data`` (no copy): copy it before writing to it.
+    """
+    return decode_raw(
+        _buffer(msg.data),
+        msg.encoding,
+        msg.width,
+        msg.height,
+        msg.step,
+        msg.is_bigendian,
+        max_depth_mm=max_depth_mm,
+    )
+
+
+def compressed_msg_to_rgb(msg: CompressedImage, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) into HxWx3 uint8 RGB; raises ``ImageDecodeError``."""
+    return decode_compressed(_buffer(msg.data), msg.format, max_pixels=max_pixels)
+
+
+def rgb_to_image_msg(image: np.ndarray, stamp: Time | float, frame_id: str) -> Image:
+    """An ``rgb8`` ``sensor_msgs/Image`` of an HxWx3 uint8 RGB array; ``stamp`` is a Time or seconds."""
+    data, width, height, step = encode_rgb8(image)
+    msg = Image()
+    msg.header.stamp = stamp if isinstance(stamp, Time) else sec_to_stamp(stamp)
+    msg.header.frame_id = frame_id
+    msg.height = height
+    msg.width = width
+    msg.encoding = "rgb8"
+    msg.is_bigendian = 0
+    msg.step = step
+    # An array.array is taken as is by the field setter (one copy in all, even with ROS_PYTHON_CHECK_FIELDS=1,
+    # which would check a bytes value element by element).
+    msg.data = array.array("B", data)
+    return msg
+
+
+def stamp_to_sec(stamp: Time) -> float:
+    """Seconds of a ``builtin_interfaces/Time``."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(seconds: float) -> Time:
+    """A ``builtin_interfaces/Time`` of ``seconds`` (nanoseconds rounded to nearest); ValueError if unrepresentable."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"time stamp must be finite, got {seconds!r}")
+    sec = math.floor(seconds)
+    nanosec = round((seconds - sec) * 1e9)
+    if nanosec >= 1_000_000_000:
+        sec, nanosec = sec + 1, nanosec - 1_000_000_000
+    if not -_INT32_MAX - 1 <= sec <= _INT32_MAX:
+        raise ValueError(f"time stamp {seconds!r} s is outside the int32 seconds of builtin_interfaces/Time")
+    return Time(sec=int(sec), nanosec=int(nanosec))
