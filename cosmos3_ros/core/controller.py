@@ -291,9 +291,7 @@ class PolicyController:
         self._commanding = False
         self.counters.inc("holds")
         self.counters.inc(f"holds.{reason}")
-        return [
-            Trajectory(cur.joint_names, last[None, :].copy(), np.array([1e-3]), None, cur.chunk_id, kind="hold")
-        ]
+        return [Trajectory(cur.joint_names, last[None, :].copy(), np.array([1e-3]), None, cur.chunk_id, kind="hold")]
 
 
 def _restamp_now(traj: Trajectory, now: float) -> Trajectory:
