@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosmos3_ros.core.clip_buffer import CameraBuffer, ClipBuffer, Frame, FrameRejected
+from cosmos3_ros.core.clip_buffer import CameraBuffer, ClipBuffer, Frame, FrameRejectedError
 from cosmos3_ros.core.controller import ControllerConfig, PolicyController
 from cosmos3_ros.core.settings import ActionChunk, PolicySettings, Timing
 from cosmos3_ros.core.stats import LatencyStats, RateEstimator
@@ -40,7 +40,7 @@ def test_mapping_scale_offset_clamp_and_validation():
     np.testing.assert_allclose(out, [[3.0, 0.5], [-10.0, -0.5]])
     with pytest.raises(ValueError, match="action_scale has 3 values"):
         ActionMapping.build(["a", "b"], scale=[1, 2, 3])
-    with pytest.raises(ValueError, match="lower 1.0 > upper 0.0"):
+    with pytest.raises(ValueError, match=r"lower 1\.0 > upper 0\.0"):
         ActionMapping.build(["a"], lower=[1], upper=[0])
     with pytest.raises(ValueError, match="unique"):
         ActionMapping.build(["a", "a"])
@@ -64,10 +64,10 @@ def test_camera_buffer_order_bounds_and_clip():
     for i in range(8):
         b.add(Frame(i * 0.1, np.full((1, 1, 3), i, np.uint8)))
     assert len(b) == 5
-    with pytest.raises(FrameRejected) as e:
+    with pytest.raises(FrameRejectedError) as e:
         b.add(Frame(0.7, IMG))
     assert e.value.reason == "out_of_order"
-    with pytest.raises(FrameRejected):
+    with pytest.raises(FrameRejectedError):
         b.add(Frame(float("nan"), IMG))
     clip = b.clip(3, fps=5.0)  # 0.5, 0.5, 0.7 (nearest to 0.3, 0.5, 0.7; 0.3 fell out of the buffer)
     assert [round(f.stamp, 1) for f in clip] == [0.3, 0.5, 0.7]

@@ -11,7 +11,6 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
 from rosgraph import Camera, Collector, Graph
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String

@@ -24,7 +24,7 @@ class Frame:
     image: np.ndarray
 
 
-class FrameRejected(ValueError):
+class FrameRejectedError(ValueError):
     """A frame was not buffered; ``reason`` is a short key for counters ("out_of_order", "non_finite_stamp")."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -44,11 +44,11 @@ class CameraBuffer:
         return len(self._frames)
 
     def add(self, frame: Frame) -> None:
-        """Append ``frame``; an older-or-equal stamp than the newest is rejected (FrameRejected)."""
+        """Append ``frame``; an older-or-equal stamp than the newest is rejected (FrameRejectedError)."""
         if not np.isfinite(frame.stamp):
-            raise FrameRejected("non_finite_stamp", f"frame stamp {frame.stamp!r} is not finite")
+            raise FrameRejectedError("non_finite_stamp", f"frame stamp {frame.stamp!r} is not finite")
         if self._frames and frame.stamp <= self._frames[-1].stamp:
-            raise FrameRejected(
+            raise FrameRejectedError(
                 "out_of_order", f"frame stamp {frame.stamp:.6f} is not newer than {self._frames[-1].stamp:.6f}"
             )
         self._frames.append(frame)
@@ -109,7 +109,7 @@ class ClipBuffer:
         self._lock = threading.Lock()
 
     def add(self, camera: str, stamp: float, image: np.ndarray) -> None:
-        """Buffer a frame of ``camera``; raises FrameRejected or KeyError for an unknown camera."""
+        """Buffer a frame of ``camera``; raises FrameRejectedError or KeyError for an unknown camera."""
         if camera not in self._buffers:
             raise KeyError(f"unknown camera {camera!r}; configured: {self.cameras}")
         with self._lock:

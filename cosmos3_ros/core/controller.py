@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejected, Observation
+from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejectedError, Observation
 from cosmos3_ros.core.compose import compose
 from cosmos3_ros.core.settings import ActionChunk, PolicySettings
 from cosmos3_ros.core.stats import Counters
@@ -150,7 +150,7 @@ class PolicyController:
         """Buffer a decoded frame; returns False (and counts the reason) when it is rejected."""
         try:
             self.buffer.add(camera, stamp, image)
-        except FrameRejected as exc:
+        except FrameRejectedError as exc:
             self.counters.inc(f"rejected_frames.{exc.reason}")
             self.last_error = str(exc)
             return False

@@ -13,7 +13,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from cosmos3_ros.core.compose import LAYOUTS
-from cosmos3_ros.core.settings import RESOLUTION_TIERS, VIEW_POINTS, PolicySettings
+from cosmos3_ros.core.settings import VIEW_POINTS, PolicySettings
 
 _D = PolicySettings()
 

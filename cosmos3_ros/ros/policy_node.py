@@ -14,7 +14,6 @@ activates itself.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +23,11 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.qos import (
     QoSHistoryPolicy,
     QoSProfile,
@@ -36,7 +35,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
     qos_profile_system_default,
 )
-from rcl_interfaces.msg import SetParametersResult
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
@@ -45,34 +44,26 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from cosmos3_ros.core.backend import PolicyBackend
 from cosmos3_ros.core.controller import ControllerConfig, InferenceRequest, PolicyController
 from cosmos3_ros.core.images import ImageDecodeError
-from cosmos3_ros.core.settings import PolicySettings, SettingsError
+from cosmos3_ros.core.settings import SettingsError
 from cosmos3_ros.core.stats import LatencyStats, RateEstimator
 from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, default_joint_names
-from cosmos3_ros.ros.convert import compressed_msg_to_rgb, image_msg_to_rgb, stamp_to_sec
+from cosmos3_ros.ros.convert import compressed_msg_to_rgb, image_msg_to_rgb, sec_to_stamp, stamp_to_sec
 from cosmos3_ros.ros.params import PARAMS, SPEC_BY_NAME, array_type_problem, settings_from_values
 
 NODE_NAME = "cosmos3_policy"
 _SAMPLING = ("prompt", "num_steps", "guidance", "shift", "seed", "view_point")
 
 
-def sec_to_time(t: float) -> Time:
-    """Seconds to builtin_interfaces/Time (non-negative)."""
-    t = max(0.0, float(t))
-    sec = int(math.floor(t))
-    return Time(sec=sec, nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
-
-
 def sec_to_duration(t: float) -> Duration:
-    """Seconds to builtin_interfaces/Duration (non-negative)."""
-    t = max(0.0, float(t))
-    sec = int(math.floor(t))
-    return Duration(sec=sec, nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+    """Non-negative seconds to builtin_interfaces/Duration (same rounding as convert.sec_to_stamp)."""
+    stamp = sec_to_stamp(max(0.0, float(t)))
+    return Duration(sec=stamp.sec, nanosec=stamp.nanosec)
 
 
 def trajectory_to_msg(traj: Trajectory) -> JointTrajectory:
     """A JointTrajectory for ``traj``; holds (stamp None) get a zero stamp, meaning "start on receipt"."""
     msg = JointTrajectory()
-    msg.header.stamp = sec_to_time(traj.stamp) if traj.stamp is not None else Time()
+    msg.header.stamp = sec_to_stamp(traj.stamp) if traj.stamp is not None else Time()
     msg.joint_names = list(traj.joint_names)
     for pos, t in zip(traj.positions, traj.times, strict=True):
         p = JointTrajectoryPoint()
@@ -396,7 +387,7 @@ class PolicyNode(LifecycleNode):
             cmd = controller.command_at(now)
             if cmd is not None:
                 js = JointState()
-                js.header.stamp = sec_to_time(now)
+                js.header.stamp = sec_to_stamp(now)
                 js.name = list(controller.config.mapping.joint_names)
                 js.position = [float(v) for v in cmd]
                 self._cmd_pub.publish(js)
