@@ -298,7 +298,8 @@ class ForecastTracker:
     only be farther), so a sample comes out at most one camera frame late; a predicted frame that no real frame came
     within the tolerance of is counted as ``missed`` once a real frame later than ``s + tolerance_s`` arrives. Each
     predicted frame is matched at most once; one real frame may match steps of several overlapping chunks. Frames are
-    expected in non-decreasing stamp order (call :meth:`reset` after a time jump, e.g. a bag loop).
+    expected in non-decreasing stamp order; a jump back in time (a bag loop) is detected and drops the pending forecasts
+    (or call :meth:`reset`).
 
     Bounded memory: predicted frames are kept only at the metric's size (plus optional thumbnails for the report), at
     most ``max_pending`` forecasts are pending (adding one more evicts the oldest, counted in ``evicted``), completed
@@ -357,6 +358,10 @@ class ForecastTracker:
         self.missed = 0
         self.evicted = 0
         self.chunks_completed = 0
+        self.time_jumps = 0
+        #: A real frame this much older than the newest one seen counts as a time jump (see :meth:`observe`).
+        self.jump_back_s = max(1.0, 10.0 * self.tolerance_s)
+        self._last_stamp: float | None = None
 
     # -- input ------------------------------------------------------------------------------------------------------
 
@@ -371,6 +376,8 @@ class ForecastTracker:
             raise ValueError(f"{len(stamps_f)} stamps for {len(frames)} frames")
         if not stamps_f:
             return
+        if not all(math.isfinite(s) for s in stamps_f):
+            raise ValueError(f"forecast stamps must be finite, got {stamps_f}")
         if any(b < a for a, b in itertools.pairwise(stamps_f)):
             raise ValueError("forecast stamps must be non-decreasing")
         small = [downscale(f, self.size) for f in frames]
@@ -386,9 +393,24 @@ class ForecastTracker:
                 self.evicted += sum(1 for r in old.resolved if not r)
 
     def observe(self, stamp: float, frame: np.ndarray) -> list[ErrorSample]:
-        """Offer a real frame taken at ``stamp`` seconds; returns the error samples this decided (often empty)."""
+        """Offer a real frame taken at ``stamp`` seconds; returns the error samples this decided (often empty).
+
+        A stamp more than :attr:`jump_back_s` before the newest one seen (a bag loop, a sim-time reset) drops the
+        pending forecasts first (counted in ``time_jumps``).
+        """
         stamp = float(stamp)
+        if not math.isfinite(stamp):
+            raise ValueError(f"stamp must be finite, got {stamp}")
         with self._lock:
+            if self._last_stamp is not None and stamp < self._last_stamp - self.jump_back_s:
+                self.time_jumps += 1
+                self.evicted += sum(sum(1 for r in e.resolved if not r) for e in self._pending)
+                self._pending.clear()
+                self._recent.clear()
+                self._last = None
+                self._last_stamp = stamp
+            else:
+                self._last_stamp = stamp if self._last_stamp is None else max(stamp, self._last_stamp)
             if not self._pending:
                 return []
             tol = self.tolerance_s
@@ -449,6 +471,7 @@ class ForecastTracker:
     def reset(self) -> None:
         """Forget pending forecasts and the rolling window (after a time jump); totals are kept."""
         with self._lock:
+            self._last_stamp = None
             self._pending.clear()
             self._recent.clear()
             self._last = None
@@ -560,6 +583,7 @@ class ForecastTracker:
                 "matched": self.matched,
                 "missed": self.missed,
                 "evicted": self.evicted,
+                "time_jumps": self.time_jumps,
                 "chunks_completed": self.chunks_completed,
             }
 

@@ -1,0 +1,278 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Read rosbag2 bags for offline replay, without rclpy.
+
+:func:`open_bag` opens a rosbag2 directory (``metadata.yaml`` + MCAP or sqlite3 storage), a lone ``.mcap`` or ``.db3``
+file, or a rosbag2 directory whose ``metadata.yaml`` is missing (a recording that was killed: its single storage file
+is opened directly). Messages are decoded with rosbags, using the type definitions stored in the bag (ROS 2 Kilted's
+definitions when the bag has none). :func:`frame_from_msg` turns a decoded ``sensor_msgs/msg/Image`` or
+``CompressedImage`` into an HxWx3 uint8 RGB array with :mod:`cosmos3_ros.core.images`.
+
+Everything that goes wrong with the input raises :class:`BagError` (a ``ValueError``) with a message a user can act on:
+a missing path, a file that is not a bag or is corrupt or truncated, an empty bag, a requested topic that the bag does
+not have (the message lists the topics it has).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["IMAGE_TYPES", "BagError", "BagMessage", "BagSource", "TopicInfo", "frame_from_msg", "open_bag"]
+
+#: Message types :func:`frame_from_msg` decodes.
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+_STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+
+
+class BagError(ValueError):
+    """A bag that can not be used: missing, corrupt, empty, or without a requested topic."""
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of a bag: its message type and number of messages."""
+
+    name: str
+    msgtype: str
+    count: int
+
+
+class BagMessage(NamedTuple):
+    """A decoded message.
+
+    ``stamp`` is the header stamp in seconds when the message has a header with a non-zero stamp, else the bag's log
+    time; ``log_time`` is always the bag's log (receive) time in seconds. ``msg`` is the rosbags message object (fields
+    as in the ROS message; arrays are numpy arrays).
+    """
+
+    topic: str
+    stamp: float
+    msgtype: str
+    msg: Any
+    log_time: float
+
+
+def _default_typestore() -> Any:
+    from cosmos3_ros.recording import get_ros2_typestore
+
+    return get_ros2_typestore()
+
+
+def _storage_file_in(directory: Path) -> Path | None:
+    files = sorted(p for p in directory.iterdir() if p.suffix in _STORAGE_SUFFIXES and p.is_file())
+    return files[0] if len(files) == 1 else None
+
+
+class BagSource:
+    """An open bag. Use :func:`open_bag` to create one; close it (or use ``with``) when done."""
+
+    def __init__(self, path: Path, reader: Any, storage: str, note: str | None = None) -> None:
+        self.path = path
+        self.storage = storage
+        #: Set when the bag was opened in a degraded way (e.g. no metadata.yaml): say it to the user.
+        self.note = note
+        self._reader = reader
+        self._topics: dict[str, TopicInfo] = {}
+        for conn in reader.connections:
+            info = self._topics.get(conn.topic)
+            count = int(conn.msgcount or 0)
+            if info is None:
+                self._topics[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count)
+            else:
+                self._topics[conn.topic] = TopicInfo(conn.topic, info.msgtype, info.count + count)
+
+    # -- metadata ---------------------------------------------------------------------------------------------------
+
+    def topics(self) -> dict[str, TopicInfo]:
+        """Topics by name."""
+        return dict(self._topics)
+
+    def describe_topics(self) -> str:
+        """One line per topic: ``name (type, N messages)``."""
+        if not self._topics:
+            return "(no topics)"
+        return ", ".join(f"{t.name} ({t.msgtype}, {t.count} msgs)" for t in sorted(self._topics.values(), key=_name))
+
+    def require_topics(self, topics: Iterable[str]) -> None:
+        """Raise :class:`BagError` naming the missing topics and listing the bag's topics if any is absent."""
+        missing = [t for t in topics if t not in self._topics]
+        if missing:
+            raise BagError(
+                f"topic{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not in bag {self.path}; "
+                f"it has: {self.describe_topics()}"
+            )
+
+    def message_count(self, topics: Iterable[str] | None = None) -> int:
+        """Messages on ``topics`` (all topics when None), from the bag's index."""
+        if topics is None:
+            return sum(t.count for t in self._topics.values())
+        names = list(topics)
+        self.require_topics(names)
+        return sum(self._topics[t].count for t in set(names))
+
+    @property
+    def start_time(self) -> float:
+        """Log time of the first message, seconds."""
+        return self._reader.start_time / 1e9
+
+    @property
+    def end_time(self) -> float:
+        """Log time of the last message, seconds."""
+        return max(self._reader.start_time, self._reader.end_time - 1) / 1e9
+
+    @property
+    def duration(self) -> float:
+        """Seconds between the first and the last message's log time."""
+        return max(0.0, self.end_time - self.start_time)
+
+    # -- messages ---------------------------------------------------------------------------------------------------
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+        """Decoded messages on ``topics`` (all when None) in log-time order.
+
+        Raises :class:`BagError` up front for a missing topic, and while iterating for a corrupt message or chunk.
+        """
+        if self._reader is None:
+            raise BagError(f"bag {self.path} is closed")
+        names = None if topics is None else list(topics)
+        if names is not None:
+            self.require_topics(names)
+        conns = [c for c in self._reader.connections if names is None or c.topic in names]
+        if not conns:
+            return
+        reader = self._reader
+        n = 0
+        it = reader.messages(connections=conns)
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise BagError(f"bag {self.path} is corrupt after {n} messages: {exc}") from exc
+            conn, log_ns, raw = item
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as exc:
+                raise BagError(
+                    f"bag {self.path}: message {n} on {conn.topic} ({conn.msgtype}) can not be decoded: {exc}"
+                ) from exc
+            n += 1
+            log_time = log_ns / 1e9
+            yield BagMessage(conn.topic, header_stamp(msg, log_time), conn.msgtype, msg, log_time)
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the bag; idempotent."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> BagSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BagSource({str(self.path)!r}, storage={self.storage!r}, topics={sorted(self._topics)})"
+
+
+def _name(t: TopicInfo) -> str:
+    return t.name
+
+
+def header_stamp(msg: Any, default: float) -> float:
+    """``msg.header.stamp`` in seconds, or ``default`` when the message has no header or a zero stamp."""
+    header = getattr(msg, "header", None)
+    stamp = getattr(header, "stamp", None)
+    if stamp is None:
+        return default
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if sec == 0 and nanosec == 0:
+        return default
+    return sec + nanosec * 1e-9
+
+
+def open_bag(path: str | Path, *, allow_empty: bool = False) -> BagSource:
+    """Open a rosbag2 bag for reading (see the module docstring for what is accepted).
+
+    Raises :class:`BagError` for a missing path, something that is not a bag, a corrupt or truncated bag, or (unless
+    ``allow_empty``) a bag without messages.
+    """
+    from rosbags.highlevel import AnyReader
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag not found: {path}")
+    note = None
+    target = path
+    if path.is_dir():
+        if not (path / "metadata.yaml").exists():
+            single = _storage_file_in(path)
+            if single is None:
+                raise BagError(
+                    f"{path} is not a rosbag2 bag: no metadata.yaml and not exactly one .mcap or .db3 file in it"
+                )
+            target = single
+            note = (
+                f"{path} has no metadata.yaml (the recording was not closed cleanly?); reading {single.name} directly"
+            )
+        storage = _dir_storage(path) if target is path else _STORAGE_SUFFIXES[target.suffix]
+    elif path.suffix in _STORAGE_SUFFIXES:
+        storage = _STORAGE_SUFFIXES[path.suffix]
+    else:
+        raise BagError(f"{path} is not a rosbag2 bag: expected a bag directory, a .mcap file or a .db3 file")
+    if target.is_file() and target.stat().st_size == 0:
+        raise BagError(f"bag {path} is corrupt: {target.name} is an empty file")
+
+    try:
+        reader = AnyReader([target], default_typestore=_default_typestore())
+        reader.open()
+    except Exception as exc:
+        hint = ""
+        if storage == "mcap" and "end magic" in str(exc):
+            hint = "; the file is truncated (a recording killed before it was closed?)"
+        raise BagError(f"bag {path} is corrupt or unreadable ({type(exc).__name__}: {exc}){hint}") from exc
+    source = BagSource(path, reader, storage, note)
+    if not allow_empty and source.message_count() == 0:
+        source.close()
+        raise BagError(f"bag {path} is empty: no messages (topics: {source.describe_topics()})")
+    return source
+
+
+def _dir_storage(path: Path) -> str:
+    try:
+        text = (path / "metadata.yaml").read_text()
+    except OSError:
+        return "unknown"
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("storage_identifier:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def frame_from_msg(msgtype: str, msg: Any) -> np.ndarray:
+    """HxWx3 uint8 RGB from a decoded ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
+
+    The result may be a read-only view of the message's buffer (raw rgb8); copy before writing to it. Raises
+    :class:`BagError` for other types and :class:`cosmos3_ros.core.images.ImageDecodeError` (a ``ValueError`` with a
+    ``reason``) for a malformed image.
+    """
+    from cosmos3_ros.core.images import decode_compressed, decode_raw
+
+    if msgtype == "sensor_msgs/msg/Image":
+        return decode_raw(msg.data, msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian)
+    if msgtype == "sensor_msgs/msg/CompressedImage":
+        return decode_compressed(msg.data, msg.format)
+    raise BagError(f"{msgtype} is not an image type; expected one of {IMAGE_TYPES}")
