@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # BagError and SettingsError are ValueErrors
         print(f"cosmos3-ros {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

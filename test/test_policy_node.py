@@ -35,6 +35,7 @@ def _params(tiny_model, **over):
         "fps": 5.0,
         "warmup": False,
         "max_observation_age": 2.0,
+        "forecast_every": 0,  # forecasting has its own tests (test_monitoring_node.py)
     }
     base.update(over)
     return [Parameter(k, value=v) for k, v in base.items()]

@@ -2,15 +2,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Declared parameters of the policy node: one table with types, defaults, ranges and descriptions.
 
-The README's parameter reference and ``config/policy.yaml`` are checked against this table by tests.
+The README's parameter reference and ``config/policy.yaml`` are checked against this table by tests. Importing
+this module needs no ROS (the offline replay reads the same parameter files).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from cosmos3_ros.core.compose import LAYOUTS
 from cosmos3_ros.core.settings import VIEW_POINTS, PolicySettings
@@ -37,8 +36,10 @@ class ParamSpec:
     float_range: tuple[float, float] | None = None
     type_: int | None = None  # needed for empty arrays
 
-    def descriptor(self) -> ParameterDescriptor:
-        """The rcl ParameterDescriptor (description, range, read-only)."""
+    def descriptor(self) -> Any:
+        """The rcl ParameterDescriptor (description, range, read-only); imports rcl_interfaces lazily."""
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
         desc = self.description
         if self.choices:
             desc += f" One of: {', '.join(self.choices)}."
@@ -54,8 +55,9 @@ class ParamSpec:
         return d
 
 
-_STR_ARRAY = ParameterType.PARAMETER_STRING_ARRAY
-_DBL_ARRAY = ParameterType.PARAMETER_DOUBLE_ARRAY
+# rcl_interfaces/msg/ParameterType values (kept literal so this table loads without ROS, e.g. for replay).
+_STR_ARRAY = 9  # PARAMETER_STRING_ARRAY
+_DBL_ARRAY = 8  # PARAMETER_DOUBLE_ARRAY
 
 PARAMS: tuple[ParamSpec, ...] = (
     # -- model and backend (fixed while configured) --
@@ -196,7 +198,7 @@ SPEC_BY_NAME = {p.name: p for p in PARAMS}
 
 def array_type_problem(spec: ParamSpec, value: Any) -> str:
     """Why ``value`` is not a valid array for ``spec`` ("" when fine, or when ``spec`` is no array)."""
-    if spec.type_ is None:
+    if spec.type_ is None or value is None:  # None: `[]` from a YAML file (no element type)
         return ""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
         return f"{spec.name} must be a list, got {value!r}"
@@ -204,6 +206,33 @@ def array_type_problem(spec: ParamSpec, value: Any) -> str:
         return f"{spec.name} must be a list of strings, got {list(value)!r}"
     if spec.type_ == _DBL_ARRAY and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return f"{spec.name} must be a list of numbers, got {list(value)!r}"
+    return ""
+
+
+def check_value(spec: ParamSpec, value: Any) -> str:
+    """Why ``value`` is not acceptable for ``spec`` by type, choice or range ("" when fine)."""
+    problem = array_type_problem(spec, value)
+    if problem:
+        return problem
+    default = spec.default
+    if spec.type_ is None:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                return f"{spec.name} must be true or false, got {value!r}"
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"{spec.name} must be an integer, got {value!r}"
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"{spec.name} must be a number, got {value!r}"
+        elif isinstance(default, str) and not isinstance(value, str):
+            return f"{spec.name} must be a string, got {value!r}"
+    if spec.choices and value not in spec.choices:
+        return f"{spec.name}={value!r}: not one of {spec.choices}"
+    if spec.int_range and not spec.int_range[0] <= value <= spec.int_range[1]:
+        return f"{spec.name}={value} is outside [{spec.int_range[0]}, {spec.int_range[1]}]"
+    if spec.float_range and not spec.float_range[0] <= value <= spec.float_range[1]:
+        return f"{spec.name}={value} is outside [{spec.float_range[0]}, {spec.float_range[1]}]"
     return ""
 
 

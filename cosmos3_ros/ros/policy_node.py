@@ -37,18 +37,27 @@ from rclpy.qos import (
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from cosmos3_ros.config import build_controller, loop_options, make_backend
 from cosmos3_ros.core.backend import PolicyBackend
-from cosmos3_ros.core.controller import ControllerConfig, InferenceRequest, PolicyController
+from cosmos3_ros.core.controller import PolicyController
 from cosmos3_ros.core.images import ImageDecodeError
+from cosmos3_ros.core.monitoring import DriftState, ErrorSample
 from cosmos3_ros.core.settings import SettingsError
 from cosmos3_ros.core.stats import LatencyStats, RateEstimator
-from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, default_joint_names
-from cosmos3_ros.ros.convert import compressed_msg_to_rgb, image_msg_to_rgb, sec_to_stamp, stamp_to_sec
-from cosmos3_ros.ros.params import PARAMS, SPEC_BY_NAME, array_type_problem, settings_from_values
+from cosmos3_ros.core.trajectory import Trajectory
+from cosmos3_ros.loop import PolicyLoop
+from cosmos3_ros.ros.convert import (
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    rgb_to_image_msg,
+    sec_to_stamp,
+    stamp_to_sec,
+)
+from cosmos3_ros.ros.params import PARAMS, SPEC_BY_NAME, check_value, settings_from_values
 
 NODE_NAME = "cosmos3_policy"
 _SAMPLING = ("prompt", "num_steps", "guidance", "shift", "seed", "view_point")
@@ -73,21 +82,34 @@ def trajectory_to_msg(traj: Trajectory) -> JointTrajectory:
     return msg
 
 
-def make_backend(values: dict[str, Any]) -> PolicyBackend:
-    """Create the configured backend (heavy imports happen here, not at node import)."""
-    if values["backend"] == "in_process":
-        from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+class _NodeSink:
+    """PolicyLoop outputs as ROS messages."""
 
-        if not values["model"]:
-            raise ValueError("parameter 'model' is empty: set it to a checkpoint directory or a cached HF id")
-        return Cosmos3PolicyRuntime(
-            values["model"], device=values["device"], dtype=values["dtype"], guardrail=values["guardrail"]
-        )
-    from cosmos3_ros.backends.sidecar import SidecarBackend
+    def __init__(self, node: PolicyNode) -> None:
+        self.node = node
 
-    return SidecarBackend(
-        values["sidecar_url"], token=values["sidecar_token"] or None, timeout_s=float(values["sidecar_timeout"])
-    )
+    def trajectory(self, traj: Trajectory, now: float) -> None:
+        self.node._publish_trajectory(traj)
+
+    def predicted_frames(self, chunk_id: int, stamps: list[float], frames: np.ndarray) -> None:
+        pub = self.node._pred_pub
+        if pub is None:
+            return
+        for stamp, frame in zip(stamps, frames, strict=True):
+            pub.publish(rgb_to_image_msg(frame, stamp, f"cosmos3_forecast/{chunk_id}"))
+
+    def prediction_errors(self, samples: list[ErrorSample], drift: DriftState) -> None:
+        pub = self.node._err_pub
+        metric = self.node.loop.options.drift_metric if self.node.loop else "nmse"
+        if pub is not None:
+            for sample in samples:
+                pub.publish(Float64(data=float(sample.value(metric))))
+        if drift.tripped:
+            self.node.get_logger().warning(self.node.controller.last_error if self.node.controller else "drift")
+
+    def chunk_record(self, record: dict[str, Any]) -> None:
+        if record.get("forecast") == "skipped_budget":
+            self.node._warn_throttled("forecast", "forecast skipped: it would delay the next policy call", 10.0)
 
 
 class PolicyNode(LifecycleNode):
@@ -103,7 +125,10 @@ class PolicyNode(LifecycleNode):
         self.backend_state = "unconfigured"
         self.backend_error = ""
         self.warmup_s = float("nan")
-        self.latency = LatencyStats()
+        self.loop: PolicyLoop | None = None
+        self.recorder: Any = None
+        self._pred_pub = None
+        self._err_pub = None
         self.rates: dict[str, RateEstimator] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._active = False
@@ -129,6 +154,24 @@ class PolicyNode(LifecycleNode):
 
     # -- helpers ------------------------------------------------------------------------------
 
+    @property
+    def latency(self) -> LatencyStats:
+        """Policy-call latency statistics (empty before configure)."""
+        return self.loop.policy_latency if self.loop is not None else LatencyStats()
+
+    def monitor_summary(self) -> list[str]:
+        """Human-readable forecast-monitoring lines (demo summary)."""
+        if self.loop is None:
+            return []
+        m = self.loop.monitor_summary()
+        return [
+            f"forecasts            {m['forecasts']} made, {m['forecast_skipped']} skipped (budget), "
+            f"{m['forecast_errors']} failed; p95 {m['forecast_latency_p95_s'] * 1e3:.0f} ms",
+            f"prediction error     {m['prediction_error_metric']} last {m['prediction_error_last']:.3f}, "
+            f"mean {m['prediction_error_mean']:.3f} over {m['forecast_matched']} matched frames "
+            f"({m['forecast_missed']} missed)",
+        ]
+
     def now(self) -> float:
         """Node clock time in seconds (sim time when use_sim_time)."""
         return self.get_clock().now().nanoseconds * 1e-9
@@ -138,7 +181,7 @@ class PolicyNode(LifecycleNode):
         out = {}
         for spec in PARAMS:
             v = self.get_parameter(spec.name).value
-            out[spec.name] = list(v) if spec.type_ is not None else v
+            out[spec.name] = list(v or []) if spec.type_ is not None else v
         return out
 
     def _warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
@@ -146,29 +189,6 @@ class PolicyNode(LifecycleNode):
         if t - self._last_warn.get(key, -1e9) >= period:
             self._last_warn[key] = t
             self.get_logger().warning(message)
-
-    def _build_controller(self, values: dict[str, Any]) -> PolicyController:
-        settings = settings_from_values(values)
-        names = list(values["joint_names"]) or default_joint_names(settings.domain_name, settings.action_width)
-        mapping = ActionMapping.build(
-            names,
-            scale=values["action_scale"],
-            offset=values["action_offset"],
-            lower=values["joint_limits.lower"],
-            upper=values["joint_limits.upper"],
-        )
-        replan = int(values["replan_every"]) or max(1, settings.action_chunk_size // 2)
-        cameras = tuple(values["camera_topics"])
-        config = ControllerConfig(
-            cameras=cameras,
-            mapping=mapping,
-            camera_layout=values["camera_layout"],
-            max_observation_age=float(values["max_observation_age"]),
-            sync_tolerance=float(values["sync_tolerance"]),
-            replan_every=replan,
-            stamp_mode=values["trajectory_stamp"],
-        )
-        return PolicyController(config, settings)
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -179,16 +199,14 @@ class PolicyNode(LifecycleNode):
             spec = SPEC_BY_NAME.get(p.name)
             if spec is None:
                 continue
-            if spec.choices and p.value not in spec.choices:
-                return SetParametersResult(successful=False, reason=f"{p.name}={p.value!r}: not one of {spec.choices}")
-            problem = array_type_problem(spec, p.value)
+            problem = check_value(spec, list(p.value or []) if spec.type_ is not None else p.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-            values[p.name] = list(p.value) if spec.type_ is not None else p.value
+            values[p.name] = list(p.value or []) if spec.type_ is not None else p.value
         try:
             settings_from_values(values)
             if self.controller is None:
-                self._build_controller(values)  # full check of the loop configuration
+                build_controller(values)  # full check of the loop configuration
         except (SettingsError, ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -206,11 +224,11 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"new instruction: {msg.data!r}")
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        if self.controller is None:
+        if self.loop is None:
             response.success = False
             response.message = "not configured"
             return response
-        self._publish(self.controller.arm(self.now(), bool(request.data)))
+        self.loop.arm(bool(request.data))
         response.success = True
         response.message = "armed" if request.data else "disarmed (hold published if commanding)"
         self.get_logger().info(response.message)
@@ -223,12 +241,10 @@ class PolicyNode(LifecycleNode):
         values = self.values()
         try:
             for spec in PARAMS:
-                problem = array_type_problem(spec, values[spec.name])
+                problem = check_value(spec, values[spec.name])
                 if problem:
                     raise ValueError(problem)
-                if spec.choices and values[spec.name] not in spec.choices:
-                    raise ValueError(f"{spec.name}={values[spec.name]!r}: not one of {spec.choices}")
-            controller = self._build_controller(values)
+            controller = build_controller(values)
         except (SettingsError, ValueError) as exc:
             self.backend_state, self.backend_error = "error", f"bad configuration: {exc}"
             self.get_logger().error(self.backend_error)
@@ -244,10 +260,25 @@ class PolicyNode(LifecycleNode):
             self.backend_state, self.backend_error = "error", f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"backend failed to load: {self.backend_error}")
             return TransitionCallbackReturn.FAILURE
+        try:
+            options = loop_options(values, self.get_fully_qualified_name())
+            if values["record_path"]:
+                from cosmos3_ros.recording import BagRecorder
+
+                self.recorder = BagRecorder(values["record_path"], storage="mcap").start()
+                self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
+        except Exception as exc:
+            backend.close()
+            self.backend_state, self.backend_error = "error", f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(self.backend_error)
+            return TransitionCallbackReturn.FAILURE
         self.backend, self.controller = backend, controller
+        self.loop = PolicyLoop(controller, backend, options, _NodeSink(self), self.now, recorder=self.recorder)
         self.backend_state, self.backend_error = "ready", ""
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosmos3_infer")
         self._traj_pub = self.create_lifecycle_publisher(JointTrajectory, "~/joint_trajectory", 10)
+        self._pred_pub = self.create_lifecycle_publisher(Image, "~/predicted_image", 10)
+        self._err_pub = self.create_lifecycle_publisher(Float64, "~/prediction_error", 10)
         if values["output_mode"] == "joint_state":
             self._cmd_pub = self.create_lifecycle_publisher(JointState, values["joint_command_topic"], 10)
         self._create_camera_subscriptions(values)
@@ -296,9 +327,8 @@ class PolicyNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop commanding: one hold if a chunk was running."""
-        if self.controller is not None:
-            holds = self.controller.arm(self.now(), False)
-            self._publish(holds)  # publishers are still active here
+        if self.loop is not None:
+            self.loop.arm(False)  # one hold; publishers are still active here
             self.controller.arm(self.now(), True)
             self.controller.release()
         self._active = False
@@ -332,9 +362,15 @@ class PolicyNode(LifecycleNode):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self._traj_pub is not None:
-            self.destroy_lifecycle_publisher(self._traj_pub)
-            self._traj_pub = None
+        for name in ("_traj_pub", "_pred_pub", "_err_pub"):
+            pub = getattr(self, name)
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+                setattr(self, name, None)
+        if self.recorder is not None:
+            self.recorder.close()
+            self.get_logger().info(f"recording closed: {self.recorder.stats()}")
+            self.recorder = None
         if self._cmd_pub is not None:
             self.destroy_lifecycle_publisher(self._cmd_pub)
             self._cmd_pub = None
@@ -343,13 +379,13 @@ class PolicyNode(LifecycleNode):
                 self.backend.close()
             except Exception as exc:  # closing must not raise out of a transition
                 self.get_logger().warning(f"backend close failed: {exc}")
-        self.backend, self.controller = None, None
+        self.backend, self.controller, self.loop = None, None, None
 
     # -- callbacks ----------------------------------------------------------------------------
 
     def _on_image(self, topic: str, msg: Image | CompressedImage, compressed: bool) -> None:
-        controller = self.controller
-        if controller is None:
+        controller, loop = self.controller, self.loop
+        if controller is None or loop is None:
             return
         try:
             rgb = (
@@ -366,7 +402,7 @@ class PolicyNode(LifecycleNode):
         if stamp == 0.0:
             stamp = self.now()
             controller.counters.inc("zero_stamp_frames")
-        if controller.add_frame(topic, stamp, rgb):
+        if loop.on_frame(topic, stamp, rgb):
             self.rates[topic].tick(stamp)
         else:
             self._warn_throttled(f"reject.{topic}", f"rejected frame on {topic}: {controller.last_error}")
@@ -375,14 +411,13 @@ class PolicyNode(LifecycleNode):
         self._joint_state = msg
 
     def _on_control(self) -> None:
-        controller = self.controller
-        if controller is None or not self._active:
+        controller, loop = self.controller, self.loop
+        if controller is None or loop is None or not self._active:
             return
         now = self.now()
-        request, out = controller.step(now)
-        self._publish(out)
+        request = loop.step(now)
         if request is not None and self._pool is not None:
-            self._pool.submit(self._infer, request)
+            self._pool.submit(self._run_request, loop, request)
         if self._cmd_pub is not None:
             cmd = controller.command_at(now)
             if cmd is not None:
@@ -392,34 +427,23 @@ class PolicyNode(LifecycleNode):
                 js.position = [float(v) for v in cmd]
                 self._cmd_pub.publish(js)
 
-    def _infer(self, request: InferenceRequest) -> None:
-        """Worker thread: run the backend for ``request`` and publish what the controller decides."""
-        controller, backend = self.controller, self.backend
-        if controller is None or backend is None:
-            return
-        t0 = time.perf_counter()
-        chunk, error = None, None
+    def _run_request(self, loop: PolicyLoop, request: Any) -> None:
+        """Worker thread: model work for one request (policy, then maybe a forecast)."""
         try:
-            chunk = backend.policy(request.image, request.settings, observation_stamp=request.stamp)
-        except Exception as exc:  # any backend failure becomes a hold, never a crash
-            error = exc
-        self.latency.add(time.perf_counter() - t0)
-        out = controller.complete(request, chunk, error, self.now())
-        if error is not None:
-            self._warn_throttled("infer", f"inference failed: {type(error).__name__}: {error}", 2.0)
-        self._publish(out)
+            loop.run_request(request)
+        except Exception as exc:  # never let the worker die silently
+            self.get_logger().error(f"policy loop failed: {type(exc).__name__}: {exc}")
 
-    def _publish(self, trajectories: list[Trajectory]) -> None:
+    def _publish_trajectory(self, traj: Trajectory) -> None:
         pub = self._traj_pub
         if pub is None:
             return
-        for traj in trajectories:
-            if not np.isfinite(traj.positions).all():  # the controller never hands these out; belt and braces
-                self.get_logger().error("refusing to publish a non-finite trajectory")
-                continue
-            pub.publish(trajectory_to_msg(traj))
-            if traj.kind == "hold":
-                self._warn_throttled("hold", "holding: no fresh valid chunk; stopped commanding", 2.0)
+        if not np.isfinite(traj.positions).all():  # the controller never hands these out; belt and braces
+            self.get_logger().error("refusing to publish a non-finite trajectory")
+            return
+        pub.publish(trajectory_to_msg(traj))
+        if traj.kind == "hold":
+            self._warn_throttled("hold", "holding: no fresh valid chunk; stopped commanding", 2.0)
 
     # -- diagnostics --------------------------------------------------------------------------
 
@@ -454,10 +478,17 @@ class PolicyNode(LifecycleNode):
             for k, v in sorted(counters.items()):
                 kv[f"count.{k}"] = str(v)
             kv["last_error"] = controller.last_error
+            drift_exceeded = False
+            if self.loop is not None:
+                for k, v in self.loop.monitor_summary().items():
+                    kv[k] = f"{v:.4g}" if isinstance(v, float) else str(v)
+                drift_exceeded = self.loop.drift.exceeded
             if controller.consecutive_errors > 0:
                 level, message = DiagnosticStatus.ERROR, f"inference failing: {controller.last_error}"
             elif not controller.armed:
                 level, message = DiagnosticStatus.WARN, "disarmed"
+            elif drift_exceeded:
+                level, message = DiagnosticStatus.WARN, f"reality drifts from the forecast: {controller.last_error}"
             elif self._active and not controller.commanding:
                 level, message = DiagnosticStatus.WARN, "not commanding: waiting for a fresh observation and chunk"
             elif any(r.rate(now) == 0.0 for r in self.rates.values()):

@@ -1,0 +1,175 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""``cosmos3-ros demo``: the closed loop on one machine, no ROS distro needed.
+
+A synthetic camera publishes a moving scene, the policy node turns it into action chunks, and a
+listener prints every chunk it receives; after ``--duration`` seconds a summary is printed. Without
+``--model`` a tiny random-weights checkpoint is written to a temporary directory (its actions are
+noise: the demo shows the loop, not a skill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELP = "run the closed loop (synthetic camera -> policy node -> trajectory listener) and print a summary"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments."""
+    parser.add_argument("--model", help="checkpoint directory or cached HF id (default: a fresh tiny checkpoint)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds to run after the node is active")
+    parser.add_argument("--camera-hz", type=float, default=10.0, help="synthetic camera rate")
+    parser.add_argument("--width", type=int, default=320, help="synthetic camera width")
+    parser.add_argument("--height", type=int, default=240, help="synthetic camera height")
+    parser.add_argument("--prompt", default="push the white block to the right")
+    parser.add_argument("--num-steps", type=int, default=None, help="denoising steps (default 30; 10 for tiny)")
+    parser.add_argument("--forecast-every", type=int, default=1, help="forecast every k-th chunk (0: off)")
+    parser.add_argument("--record", help="also record an MCAP bag to this directory")
+    parser.add_argument(
+        "--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the demo graph (default: a random isolated one)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not print every chunk")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Bring up the graph, run, print the summary; exit 0 when chunks were received."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from trajectory_msgs.msg import JointTrajectory
+
+    from cosmos3_ros.core.synthetic import moving_scene_frame
+    from cosmos3_ros.ros.convert import rgb_to_image_msg
+    from cosmos3_ros.ros.policy_node import PolicyNode
+
+    tmp = None
+    model = args.model
+    if model is None:
+        from cosmos3_ros.runtime.tiny import make_tiny_model
+
+        tmp = tempfile.TemporaryDirectory(prefix="cosmos3-demo-")
+        model = str(make_tiny_model(Path(tmp.name) / "tiny"))
+        print(f"demo: wrote a tiny random-weights checkpoint to {model} (use --model for a real one)")
+    num_steps = args.num_steps or (10 if args.model is None else 30)
+    domain_id = args.domain_id if args.domain_id is not None else random.randint(100, 200)
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    print(
+        f"demo: ROS graph on ROS_DOMAIN_ID={domain_id} (isolated); camera {args.width}x{args.height} "
+        f"@ {args.camera_hz} Hz; {num_steps} steps"
+    )
+    params = {
+        "model": model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "camera_topics": ["/demo/camera/image_raw"],
+        "prompt": args.prompt,
+        "num_steps": num_steps,
+        "max_observation_age": 1.0,
+        "forecast_every": args.forecast_every,
+        "record_path": args.record or "",
+        "autostart": False,
+    }
+    node = PolicyNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    io = Node("cosmos3_demo_io", context=ctx)
+    cam_pub = io.create_publisher(Image, "/demo/camera/image_raw", qos_profile_sensor_data)
+    received: list[tuple[float, JointTrajectory]] = []
+    lock = threading.Lock()
+    t_start = time.monotonic()
+
+    done = threading.Event()
+
+    def on_traj(msg: JointTrajectory) -> None:
+        if done.is_set():
+            return
+        with lock:
+            received.append((time.monotonic(), msg))
+            n = len(received)
+        if args.quiet:
+            return
+        if len(msg.points) == 1:
+            print(f"  [{time.monotonic() - t_start:6.2f} s] HOLD at last command")
+            return
+        first = np.asarray(msg.points[0].positions)
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        lat = node.latency.summary()["last"]
+        print(
+            f"  [{time.monotonic() - t_start:6.2f} s] chunk {n}: {len(msg.points)}x{len(msg.joint_names)} "
+            f"obs t={stamp:.2f} latency {lat * 1e3:.0f} ms first=[{', '.join(f'{v:+.2f}' for v in first[:4])}, ...]"
+        )
+
+    io.create_subscription(JointTrajectory, "/cosmos3_policy/joint_trajectory", on_traj, 10)
+
+    def publish_frame() -> None:
+        now = io.get_clock().now()
+        t = now.nanoseconds * 1e-9
+        cam_pub.publish(rgb_to_image_msg(moving_scene_frame(t, args.height, args.width), now.to_msg(), "demo_camera"))
+
+    io.create_timer(1.0 / args.camera_hz, publish_frame)
+    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    executor.add_node(node)
+    executor.add_node(io)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    code = 1
+    try:
+        t0 = time.monotonic()
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            print(f"demo: configure failed: {node.backend_error}")
+            return 1
+        print(f"demo: model loaded and warmed up in {time.monotonic() - t0:.1f} s; running for {args.duration} s")
+        node.trigger_activate()
+        t_start = time.monotonic()
+        time.sleep(args.duration)
+        done.set()
+        code = _summary(node, received, args.duration)
+    finally:
+        node._teardown()
+        ctx.try_shutdown()
+        executor.shutdown()
+        spin.join(timeout=5)
+        if tmp is not None:
+            tmp.cleanup()
+    return code
+
+
+def _summary(node, received, duration: float) -> int:
+    counters = node.controller.counters.snapshot() if node.controller else {}
+    chunks = [m for _, m in received if len(m.points) > 1]
+    holds = [m for _, m in received if len(m.points) == 1]
+    lat = node.latency.summary()
+    rates = {t: r.rate() for t, r in node.rates.items()}
+    print("\ndemo summary")
+    print(f"  chunks received      {len(chunks)} ({len(chunks) / duration:.2f}/s), holds {len(holds)}")
+    print(
+        f"  inference latency    p50 {lat['p50'] * 1e3:.0f} ms, p95 {lat['p95'] * 1e3:.0f} ms, max "
+        f"{lat['max'] * 1e3:.0f} ms over {lat['count']} calls"
+    )
+    for topic, r in rates.items():
+        print(f"  input rate           {topic}: {r:.1f} Hz")
+    errors = {k: v for k, v in counters.items() if "error" in k or "rejected" in k or "stale" in k}
+    print(f"  errors/rejections    {errors or 'none'}")
+    monitor = getattr(node, "monitor_summary", None)
+    if callable(monitor):
+        for line in monitor():
+            print(f"  {line}")
+    nonfinite = sum(1 for m in chunks for p in m.points if not np.isfinite(p.positions).all())
+    print(f"  non-finite values    {nonfinite}")
+    sys.stdout.flush()
+    return 0 if chunks and nonfinite == 0 else 1

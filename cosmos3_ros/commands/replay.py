@@ -1,0 +1,210 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""``cosmos3-ros replay``: run the node's policy loop offline on a rosbag2 bag, on bag time.
+
+The same parameter file as the node configures the same controller, backend, forecasting and drift
+monitoring (:mod:`cosmos3_ros.config`, :class:`cosmos3_ros.loop.PolicyLoop`). Frames are fed in bag order;
+the control loop ticks at every frame of the reference camera, and each model call completes at the
+bag time of the frame that triggered it (inference is instantaneous in bag time), so two replays of
+one bag with one seed give identical actions. The output bag (MCAP) holds the input frames, every
+JointTrajectory, the predicted frames, the prediction errors and per-chunk timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HELP = "replay a rosbag2 bag (sqlite3 or MCAP) through the policy loop; write an MCAP bag and an HTML report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments."""
+    parser.add_argument("in_bag", metavar="IN_BAG", help="input bag directory, or a single .mcap/.db3 file")
+    parser.add_argument("--params-file", required=True, help="the node's parameter file (e.g. config/policy.yaml)")
+    parser.add_argument("--out", required=True, metavar="OUT_BAG", help="output bag directory (must not exist)")
+    parser.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report")
+    parser.add_argument("--model", help="override the parameter file's model")
+    parser.add_argument("--device", help="override the parameter file's device")
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="override one parameter (YAML value), like --ros-args -p",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
+    from cosmos3_ros.config import load_params_file
+
+    values = load_params_file(args.params_file)
+    for item in args.param:
+        if ":=" not in item:
+            raise ValueError(f"--param {item!r}: expected NAME:=VALUE")
+        name, raw = item.split(":=", 1)
+        values[name.strip()] = yaml.safe_load(raw)
+    if args.model:
+        values["model"] = args.model
+    if args.device:
+        values["device"] = args.device
+    return values
+
+
+class _ReplaySink:
+    """Counts what the live node would have published."""
+
+    def __init__(self) -> None:
+        self.trajectories = 0
+        self.holds = 0
+        self.predicted = 0
+
+    def trajectory(self, traj: Any, now: float) -> None:
+        if traj.kind == "hold":
+            self.holds += 1
+        else:
+            self.trajectories += 1
+
+    def predicted_frames(self, chunk_id: int, stamps: list[float], frames: np.ndarray) -> None:
+        self.predicted += len(frames)
+
+    def prediction_errors(self, samples: list, drift: Any) -> None:
+        pass
+
+    def chunk_record(self, record: dict[str, Any]) -> None:
+        pass
+
+
+def replay(
+    in_bag: str | Path,
+    values_overrides: dict[str, Any],
+    out_bag: str | Path,
+    *,
+    report: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Replay ``in_bag`` with the given parameter values; returns a summary dict."""
+    from tqdm import tqdm
+
+    from cosmos3_ros.bag_io import BagError, frame_from_msg, open_bag
+    from cosmos3_ros.config import build_controller, loop_options, make_backend, resolve_values
+    from cosmos3_ros.core.images import ImageDecodeError
+    from cosmos3_ros.loop import LoopRecords, PolicyLoop
+    from cosmos3_ros.recording import BagRecorder
+
+    values = resolve_values(values_overrides)
+    controller = build_controller(values)
+    cameras = list(controller.config.cameras)
+    source = open_bag(in_bag)
+    try:
+        source.require_topics(cameras)
+        total = source.message_count(cameras)
+        if total == 0:
+            raise BagError(f"bag {in_bag} has no messages on {cameras}")
+        out = Path(out_bag)
+        if out.exists():
+            raise FileExistsError(f"output bag {out} exists; pick a new path")
+        t_load = time.perf_counter()
+        backend = make_backend(values)
+        warmup_s = backend.warmup(controller.settings) if values["warmup"] else 0.0
+        load_s = time.perf_counter() - t_load
+        recorder = BagRecorder(out, storage="mcap", custom_data={"cosmos3_ros.replay_of": str(in_bag)}).start()
+        records = LoopRecords()
+        sink = _ReplaySink()
+        clock = {"now": 0.0}
+        loop = PolicyLoop(
+            controller,
+            backend,
+            loop_options(values, "/cosmos3_policy", enforce_budget=False),
+            sink,
+            lambda: clock["now"],
+            recorder=recorder,
+            records=records,
+            keep_frames_size=(160, 120),
+        )
+        rejected = 0
+        t0 = time.perf_counter()
+        try:
+            bar = tqdm(total=total, unit="frame", desc="replay", disable=not progress)
+            for msg in source.messages(cameras):
+                bar.update(1)
+                try:
+                    frame = frame_from_msg(msg.msgtype, msg.msg)
+                except ImageDecodeError as exc:
+                    rejected += 1
+                    controller.counters.inc(f"rejected_frames.{exc.reason}")
+                    continue
+                clock["now"] = msg.stamp
+                loop.on_frame(msg.topic, msg.stamp, np.ascontiguousarray(frame))
+                if msg.topic != cameras[0]:
+                    continue
+                request = loop.step(msg.stamp)
+                if request is not None:
+                    loop.run_request(request)
+            bar.close()
+            loop.flush()
+        finally:
+            recorder.close()
+            backend.close()
+        wall_s = time.perf_counter() - t0
+    finally:
+        source.close()
+    summary = {
+        "in_bag": str(in_bag),
+        "out_bag": str(out_bag),
+        "frames": total,
+        "rejected_frames": rejected,
+        "chunks": sink.trajectories,
+        "holds": sink.holds,
+        "predicted_frames": sink.predicted,
+        "prediction_errors": len(records.errors),
+        "replay_wall_s": round(wall_s, 3),
+        "model_load_s": round(load_s, 3),
+        "warmup_s": round(warmup_s, 3),
+        "policy_latency_p50_s": loop.policy_latency.summary()["p50"],
+        "counters": controller.counters.snapshot(),
+        **{k: v for k, v in loop.monitor_summary().items() if not isinstance(v, bool)},
+    }
+    if report:
+        _write_report(report, loop, records, controller, values, summary)
+        summary["report"] = str(report)
+    return summary
+
+
+def _write_report(path, loop, records, controller, values, summary) -> None:
+    from cosmos3_ros.report import ChunkRecord, FrameStrip, LatencyRecord, ReportData, write_report
+
+    strips = []
+    if loop.tracker.worst_chunk is not None:
+        strips.append(FrameStrip.from_chunk_frames(loop.tracker.worst_chunk, "Worst chunk: predicted vs actual"))
+    best = loop.tracker.best_chunk
+    if best is not None and (not strips or best.chunk_id != loop.tracker.worst_chunk.chunk_id):
+        strips.append(FrameStrip.from_chunk_frames(best, "Best chunk: predicted vs actual"))
+    data = ReportData(
+        title=f"cosmos3_ros replay of {Path(summary['in_bag']).name}",
+        chunks=[ChunkRecord(s, a, dt, chunk_id=cid) for s, a, dt, cid in records.chunks],
+        errors=records.errors,
+        latencies=[LatencyRecord(s, p, f, chunk_id=cid) for s, p, f, cid in records.latencies],
+        strips=strips,
+        threshold=float(values["drift_threshold"]),
+        metric=values["drift_metric"],
+        action_names=list(controller.config.mapping.joint_names),
+        summary={k: v for k, v in summary.items() if not isinstance(v, dict)},
+    )
+    write_report(path, data)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay and print the summary."""
+    summary = replay(args.in_bag, _overrides(args), args.out, report=args.report, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2, default=float))
+    return 0
