@@ -1,0 +1,428 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""``SidecarBackend``: the policy runs in another process (or machine) behind a websocket.
+
+Talks openpi's protocol (msgpack-numpy over websockets), so it works with ``cosmos3-ros
+sidecar`` and with NVIDIA's Cosmos 3 openpi-protocol policy server. With our server (its
+connect metadata says ``protocol: cosmos3_ros/1``) every request carries the full sampling
+settings, so results equal the in-process runtime's for the same settings and seed, and
+forward_dynamics and ``return_video`` are available. With another openpi server only
+``prompt``, ``observation/image`` and the robot state set by :meth:`set_robot_state` are
+sent, and the server's own settings apply.
+
+Connection handling: the constructor does no I/O. The first call connects. A lost connection
+(server killed, network down, request timeout) is dropped and the call raises
+``BackendError``; the next call reconnects. Failed connection attempts back off
+exponentially (0.2 s doubling to 5 s): a call inside the back-off window raises at once, a
+call after it tries exactly once (bounded by ``connect_timeout_s``). No call ever blocks
+longer than about ``connect_timeout_s + timeout_s`` (plus the time waiting for another
+thread's call on the same backend, itself bounded the same way).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from cosmos3_ros import __version__
+from cosmos3_ros.core.backend import BackendError
+from cosmos3_ros.core.settings import (
+    ActionChunk,
+    Forecast,
+    ModelInfo,
+    NonFiniteOutputError,
+    PolicySettings,
+    Timing,
+    validate_actions,
+    validate_image,
+)
+from cosmos3_ros.sidecar import protocol as proto
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 5.0
+#: Largest reply accepted (a 640x480 predicted video of 17 frames is about 16 MB).
+MAX_REPLY_BYTES = 1 << 30
+
+
+class SidecarBusyError(BackendError):
+    """The sidecar's queue was full; the request was not run. Retrying later may succeed."""
+
+
+def _close_text(exc: ConnectionClosed) -> str:
+    frame = exc.rcvd or exc.sent
+    if frame is None:
+        return "connection closed without a close frame"
+    return f"close code {int(frame.code)}" + (f": {frame.reason}" if frame.reason else "")
+
+
+class SidecarBackend:
+    """A :class:`~cosmos3_ros.core.backend.PolicyBackend` served by a websocket policy server.
+
+    ``url`` is ``ws://host:port`` (``host:port`` alone means ``ws://``); ``token`` is sent as
+    ``Authorization: Bearer <token>``; ``timeout_s`` bounds the wait for one reply,
+    ``connect_timeout_s`` one connection attempt (handshake plus metadata). Thread-safe:
+    concurrent calls are sent one after the other on the one connection.
+    """
+
+    def __init__(
+        self, url: str, *, token: str | None = None, timeout_s: float = 10.0, connect_timeout_s: float = 5.0
+    ) -> None:
+        if "://" not in url:
+            url = "ws://" + url
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"sidecar url must look like ws://host:port, got {url!r}")
+        if not (timeout_s > 0 and connect_timeout_s > 0):
+            raise ValueError(f"timeouts must be > 0, got timeout_s={timeout_s}, connect_timeout_s={connect_timeout_s}")
+        self.url = url
+        self.timeout_s = float(timeout_s)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self._token = token
+        self._lock = threading.Lock()
+        self._ws: ClientConnection | None = None
+        self._metadata: dict[str, Any] | None = None
+        self._closed = False
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self._last_error = ""
+        self._robot_state: dict[str, np.ndarray] = {}
+        #: ``server_timing`` of the last reply (ms; ``infer_ms``, ``queue_ms``, ``model_*_ms``, ...).
+        self.last_server_timing: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"SidecarBackend({self.url!r}, connected={self.connected})"
+
+    def __enter__(self) -> SidecarBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connection ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open now (it may still turn out dead on the next call)."""
+        return self._ws is not None
+
+    @property
+    def server_metadata(self) -> dict[str, Any] | None:
+        """The metadata map the server sent on the current (or last) connection."""
+        return self._metadata
+
+    def connect(self) -> dict[str, Any]:
+        """Connect now if not connected (subject to the back-off); return the server metadata."""
+        with self._locked():
+            self._connect_locked()
+            assert self._metadata is not None
+            return dict(self._metadata)
+
+    def set_robot_state(
+        self, joint_position: np.ndarray | None = None, gripper_position: np.ndarray | float | None = None
+    ) -> None:
+        """Send this state as ``observation/joint_position`` / ``observation/gripper_position`` with every request.
+
+        NVIDIA's DROID policy server needs them (7 joints, 1 gripper); our server accepts and
+        validates them but the model does not use them. ``None`` stops sending that key.
+        """
+        state: dict[str, np.ndarray] = {}
+        for key, value in (
+            ("observation/joint_position", joint_position),
+            ("observation/gripper_position", gripper_position),
+        ):
+            if value is None:
+                continue
+            arr = np.asarray(value, dtype=np.float64).reshape(-1)
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{key} contains non-finite values")
+            state[key] = arr
+        with self._locked():
+            self._robot_state = state
+
+    def close(self) -> None:
+        """Close the connection; later calls raise BackendError."""
+        self._closed = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.close()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the call lock, waiting at most as long as one call may take."""
+        if not self._lock.acquire(timeout=self.timeout_s + self.connect_timeout_s):
+            raise BackendError("another call on this SidecarBackend did not finish in time")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _speaks_cosmos3(self) -> bool:
+        return str((self._metadata or {}).get("protocol", "")).startswith("cosmos3_ros/")
+
+    def _connect_locked(self) -> None:
+        if self._closed:
+            raise BackendError("SidecarBackend is closed")
+        if self._ws is not None:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise BackendError(
+                f"sidecar {self.url} unreachable ({self._last_error}); next attempt in {self._retry_at - now:.1f} s"
+            )
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        ws: ClientConnection | None = None
+        try:
+            ws = connect(
+                self.url,
+                open_timeout=self.connect_timeout_s,
+                close_timeout=1.0,
+                additional_headers=headers,
+                compression=None,
+                max_size=MAX_REPLY_BYTES,
+                user_agent_header=f"cosmos3_ros/{__version__}",
+            )
+            first = ws.recv(timeout=self.connect_timeout_s)
+            if isinstance(first, str):
+                raise BackendError(f"server sent text instead of metadata: {first[:300]}")
+            metadata = proto.unpackb(first)
+            if not isinstance(metadata, dict):
+                raise BackendError(f"server metadata is a {type(metadata).__name__}, not a map")
+        except ConnectionClosed as exc:
+            self._connect_failed(f"the server closed the connection ({_close_text(exc)})", ws)
+        except TimeoutError:
+            self._connect_failed(f"no answer within {self.connect_timeout_s:g} s", ws)
+        except Exception as exc:  # refused, DNS, HTTP status, handshake, bad metadata: all mean "not connected"
+            self._connect_failed(f"{type(exc).__name__}: {exc}", ws)
+        self._ws, self._metadata = ws, metadata
+        self._backoff_s, self._retry_at, self._last_error = 0.0, 0.0, ""
+        log.info(
+            "connected to sidecar %s (%s, model %s)",
+            self.url,
+            metadata.get("protocol", "openpi"),
+            metadata.get("model"),
+        )
+
+    def _connect_failed(self, why: str, ws: ClientConnection | None) -> None:
+        if ws is not None:
+            ws.close()
+        self._backoff_s = min(max(2 * self._backoff_s, BACKOFF_MIN_S), BACKOFF_MAX_S)
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._last_error = why
+        raise BackendError(f"cannot connect to sidecar {self.url}: {why}")
+
+    def _drop(self, why: str) -> None:
+        """Forget a broken connection; the next call reconnects at once."""
+        ws, self._ws = self._ws, None
+        self._last_error = why
+        self._retry_at = 0.0
+        if ws is not None:
+            ws.close()
+        log.warning("sidecar %s: %s", self.url, why)
+
+    def _exchange(self, build: Callable[[bool], dict[str, Any]]) -> tuple[dict[str, Any], float, bool]:
+        """Send ``build(speaks_cosmos3)`` and return (reply, round-trip seconds, speaks_cosmos3)."""
+        with self._locked():
+            self._connect_locked()
+            assert self._ws is not None
+            ours = self._speaks_cosmos3()
+            try:
+                data = proto.packb(build(ours))
+            except TypeError as exc:
+                raise ValueError(f"request cannot be encoded: {exc}") from None
+            t0 = time.perf_counter()
+            try:
+                self._ws.send(data)
+                raw = self._ws.recv(timeout=self.timeout_s)
+            except TimeoutError:
+                self._drop(f"no reply within {self.timeout_s:g} s")
+                raise BackendError(
+                    f"sidecar {self.url}: no reply within {self.timeout_s:g} s; connection reset"
+                ) from None
+            except ConnectionClosed as exc:
+                self._drop(f"connection lost ({_close_text(exc)})")
+                raise BackendError(f"sidecar {self.url}: connection lost ({_close_text(exc)})") from None
+            except OSError as exc:
+                self._drop(f"connection lost ({exc})")
+                raise BackendError(f"sidecar {self.url}: connection lost ({exc})") from None
+            rtt = time.perf_counter() - t0
+            if isinstance(raw, str):  # openpi servers send a traceback as text, then close with 1011
+                self._drop("server sent an error text frame")
+                raise BackendError(f"sidecar {self.url} failed:\n{raw[-2000:]}")
+            try:
+                reply = proto.unpackb(raw)
+            except proto.ProtocolError as exc:
+                self._drop(f"undecodable reply ({exc})")
+                raise BackendError(f"sidecar {self.url}: undecodable reply: {exc}") from None
+            if not isinstance(reply, dict):
+                raise BackendError(f"sidecar {self.url}: reply is a {type(reply).__name__}, not a map")
+            timing = reply.get("server_timing")
+            self.last_server_timing = dict(timing) if isinstance(timing, dict) else {}
+            return reply, rtt, ours
+
+    # -- PolicyBackend -----------------------------------------------------------------------------
+
+    def info(self) -> ModelInfo:
+        """Describe the served model from the connect metadata (connects if needed)."""
+        meta = self.connect()
+        versions = meta.get("versions")
+        versions = {str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {}
+        versions["sidecar_protocol"] = str(meta.get("protocol", "openpi"))
+        domains = meta.get("domains")
+        action_dim = meta.get("model_action_dim", meta.get("action_dim", 0))
+        return ModelInfo(
+            model=str(meta.get("model", self.url)),
+            action_dim=int(action_dim) if isinstance(action_dim, (int, np.integer)) else 0,
+            domains=tuple(str(d) for d in domains) if isinstance(domains, list) else (),
+            device=f"{meta.get('device', 'unknown')} via {self.url}",
+            dtype=str(meta.get("dtype", "unknown")),
+            versions=versions,
+        )
+
+    def warmup(self, settings: PolicySettings) -> float:
+        """One short policy call (and forward_dynamics on our server) through the sidecar; return seconds."""
+        t0 = time.perf_counter()
+        frame = np.full((240, 320, 3), 127, dtype=np.uint8)
+        quick = settings.replace(num_steps=min(settings.num_steps, 2))
+        chunk = self.policy(frame, quick)
+        if self._speaks_cosmos3():
+            self.forward_dynamics(frame, chunk.actions, quick)
+        return time.perf_counter() - t0
+
+    def policy(
+        self,
+        image: np.ndarray,
+        settings: PolicySettings,
+        *,
+        observation_stamp: float | None = None,
+        return_video: bool = False,
+    ) -> ActionChunk:
+        """Ask the sidecar for an action chunk for ``image`` (HxWx3 uint8)."""
+        validate_image(image)
+
+        def build(ours: bool) -> dict[str, Any]:
+            obs = self._observation(image, settings, observation_stamp, ours)
+            if ours:
+                obs["mode"] = "policy"
+                if return_video:
+                    obs["return_video"] = True
+            return obs
+
+        reply, rtt, ours = self._exchange(build)
+        _raise_for_error(reply)
+        action = reply.get("action", reply.get("actions"))
+        if not isinstance(action, np.ndarray) or action.dtype.kind not in "iuf" or action.ndim != 2:
+            raise BackendError(f"sidecar reply has no 'action' [T, D] numeric array (got {type(action).__name__})")
+        actions = np.array(action, dtype=np.float32)
+        if not np.isfinite(actions).all():
+            raise NonFiniteOutputError(f"sidecar returned {int((~np.isfinite(actions)).sum())} non-finite action(s)")
+        expected = (settings.action_chunk_size, settings.action_width)
+        if ours and actions.shape != expected:
+            raise BackendError(f"sidecar returned actions of shape {actions.shape}, expected {expected}")
+        video = None
+        if return_video:
+            video = _video(reply.get("video"), required=ours)
+        return ActionChunk(
+            actions=actions,
+            settings=settings,
+            timing=_timing(reply, rtt),
+            observation_stamp=observation_stamp,
+            video=video,
+        )
+
+    def forward_dynamics(
+        self,
+        image: np.ndarray,
+        actions: np.ndarray,
+        settings: PolicySettings,
+        *,
+        observation_stamp: float | None = None,
+    ) -> Forecast:
+        """Ask the sidecar for the frames that follow ``image`` under ``actions`` (our server only)."""
+        validate_image(image)
+        acts = validate_actions(actions, settings)
+
+        def build(ours: bool) -> dict[str, Any]:
+            if not ours:
+                raise BackendError(f"the server at {self.url} is not a cosmos3_ros sidecar: no forward_dynamics")
+            obs = self._observation(image, settings, observation_stamp, ours)
+            obs["mode"] = "forward_dynamics"
+            obs["actions"] = acts
+            return obs
+
+        reply, rtt, _ = self._exchange(build)
+        _raise_for_error(reply)
+        frames = _video(reply.get("video"), required=True)
+        assert frames is not None
+        return Forecast(
+            frames=frames,
+            actions=acts,
+            settings=settings,
+            timing=_timing(reply, rtt),
+            observation_stamp=observation_stamp,
+        )
+
+    def _observation(
+        self, image: np.ndarray, settings: PolicySettings, stamp: float | None, ours: bool
+    ) -> dict[str, Any]:
+        obs: dict[str, Any] = {"prompt": settings.prompt, "observation/image": image}
+        obs.update(self._robot_state)
+        if ours:
+            obs["settings"] = {key: getattr(settings, key) for key in proto.SETTINGS_KEYS}
+            if stamp is not None:
+                obs["observation/timestamp"] = float(stamp)
+        return obs
+
+
+def _raise_for_error(reply: dict[str, Any]) -> None:
+    err = reply.get("error")
+    if err is None:
+        return
+    kind = str(err.get("type", "")) if isinstance(err, dict) else ""
+    message = str(err.get("message", "")) if isinstance(err, dict) else str(err)
+    if kind == proto.ERROR_BAD_REQUEST:
+        raise ValueError(f"sidecar rejected the request: {message}")
+    if kind == proto.ERROR_NON_FINITE:
+        raise NonFiniteOutputError(f"sidecar: {message}")
+    if kind == proto.ERROR_BUSY:
+        raise SidecarBusyError(f"sidecar: {message}")
+    raise BackendError(f"sidecar {kind or 'error'}: {message}")
+
+
+def _video(value: Any, *, required: bool) -> np.ndarray | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 4 or value.shape[-1] != 3:
+        shape = getattr(value, "shape", None)
+        raise BackendError(
+            f"sidecar reply has no 'video' uint8 [T, H, W, 3] array (got {type(value).__name__} {shape})"
+        )
+    return np.array(value)  # owned and writable
+
+
+def _timing(reply: dict[str, Any], round_trip_s: float) -> Timing:
+    """Model phases from ``server_timing``; ``total_s`` is the client's round trip (what the loop waited)."""
+    st = reply.get("server_timing")
+    st = st if isinstance(st, dict) else {}
+
+    def seconds(key: str) -> float:
+        value = st.get(key, 0.0)
+        return float(value) / 1e3 if isinstance(value, (int, float)) else 0.0
+
+    return Timing(
+        preprocess_s=seconds("model_preprocess_ms"),
+        encode_s=seconds("model_encode_ms"),
+        denoise_s=seconds("model_denoise_ms"),
+        decode_s=seconds("model_decode_ms"),
+        total_s=round_trip_s,
+    )
