@@ -72,11 +72,16 @@ def get_ros2_typestore() -> Any:
 
 
 def stamp_to_ns(stamp_s: float) -> int:
-    """Seconds (float) to integer nanoseconds, rounded. Float epoch stamps keep about 0.25 us of precision."""
+    """Seconds (float) to integer nanoseconds.
+
+    Splits whole and fractional seconds first (like ``cosmos3_ros.ros.convert.sec_to_stamp``), so a recorded
+    header stamp equals the one published live for the same float time.
+    """
     stamp_s = float(stamp_s)
     if not math.isfinite(stamp_s) or stamp_s < 0:
         raise ValueError(f"stamp must be a finite, non-negative number of seconds, got {stamp_s}")
-    return round(stamp_s * 1e9)
+    sec = math.floor(stamp_s)
+    return sec * 1_000_000_000 + round((stamp_s - sec) * 1e9)
 
 
 class _Item(NamedTuple):

@@ -277,7 +277,8 @@ class PolicyNode(LifecycleNode):
         self.backend_state, self.backend_error = "ready", ""
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosmos3_infer")
         self._traj_pub = self.create_lifecycle_publisher(JointTrajectory, "~/joint_trajectory", 10)
-        self._pred_pub = self.create_lifecycle_publisher(Image, "~/predicted_image", 10)
+        # A forecast is a burst of chunk-size frames: keep them all.
+        self._pred_pub = self.create_lifecycle_publisher(Image, "~/predicted_image", 64)
         self._err_pub = self.create_lifecycle_publisher(Float64, "~/prediction_error", 10)
         if values["output_mode"] == "joint_state":
             self._cmd_pub = self.create_lifecycle_publisher(JointState, values["joint_command_topic"], 10)

@@ -1,0 +1,138 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Offline replay: real rosbag2 bags (sqlite3 and MCAP) written and read with rosbags, the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosmos3_ros.bag_io import open_bag
+from cosmos3_ros.commands.replay import replay
+from cosmos3_ros.core.synthetic import moving_scene_frame
+from cosmos3_ros.recording import BagRecorder
+
+CAM = "/camera/image_raw"
+
+
+def _write_bag(path: Path, storage: str, seconds: float = 3.0, hz: float = 10.0, topic: str = CAM) -> Path:
+    rec = BagRecorder(path, storage=storage).start()
+    for k in range(int(seconds * hz)):
+        t = 500.0 + k / hz
+        rec.write_image(topic, t, moving_scene_frame(t, 120, 160), frame_id="cam")
+    assert rec.close()
+    return path
+
+
+def _params(tiny_model, **over):
+    values = {
+        "model": str(tiny_model),
+        "device": "cpu",
+        "camera_topics": [CAM],
+        "num_steps": 2,
+        "image_size": 256,
+        "action_chunk_size": 8,
+        "warmup": False,
+    }
+    values.update(over)
+    return values
+
+
+def _read(out: Path) -> dict[str, list]:
+    topics: dict[str, list] = {}
+    with open_bag(out) as bag:
+        for m in bag.messages():
+            topics.setdefault(m.topic, []).append(m)
+    return topics
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_replay_writes_trajectories_forecasts_and_errors(tmp_path, tiny_model, storage):
+    bag = _write_bag(tmp_path / "in", storage)
+    report = tmp_path / "report.html"
+    summary = replay(bag, _params(tiny_model), tmp_path / "out", report=report, progress=False)
+    topics = _read(tmp_path / "out")
+    trajs = topics["/cosmos3_policy/joint_trajectory"]
+    assert summary["chunks"] == len(trajs) >= 4
+    for m in trajs:
+        assert len(m.msg.points) == 8 and len(m.msg.joint_names) == 10
+        assert all(np.isfinite(p.positions).all() for p in m.msg.points)
+        assert m.msg.points[0].time_from_start.nanosec == 200_000_000  # 1/fps after the observation
+    predicted = topics["/cosmos3_policy/predicted_image"]
+    assert len(predicted) == summary["predicted_frames"] == 8 * summary["forecasts"]
+    errors = topics["/cosmos3_policy/prediction_error"]
+    assert len(errors) == summary["prediction_errors"] > 0
+    assert all(np.isfinite(m.msg.data) and m.msg.data >= 0 for m in errors)
+    predicted_stamps = {round(m.stamp, 6) for m in predicted}
+    assert {round(m.stamp, 6) for m in errors} <= predicted_stamps  # each error is at a forecast frame's time
+    timing = [json.loads(m.msg.data) for m in topics["/cosmos3_policy/chunk_timing"]]
+    assert len(timing) == summary["counters"]["requests"] and all(t["policy_s"] > 0 for t in timing)
+    assert len(topics[CAM]) == 30  # input frames are in the output bag
+    html = report.read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+
+
+def test_two_replays_give_identical_actions(tmp_path, tiny_model):
+    bag = _write_bag(tmp_path / "in", "mcap")
+    params = _params(tiny_model, forecast_every=0)
+    replay(bag, params, tmp_path / "a", progress=False)
+    replay(bag, params, tmp_path / "b", progress=False)
+    a = [[p.positions for p in m.msg.points] for m in _read(tmp_path / "a")["/cosmos3_policy/joint_trajectory"]]
+    b = [[p.positions for p in m.msg.points] for m in _read(tmp_path / "b")["/cosmos3_policy/joint_trajectory"]]
+    assert len(a) >= 4
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cosmos3_ros.cli", "replay", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_replay_cli_bad_bags_are_clear_errors(tmp_path, tiny_model):
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n"
+        f"    model: {tiny_model}\n    device: cpu\n    num_steps: 2\n    warmup: false\n"
+        f"    camera_topics: ['{CAM}']\n"
+    )
+    r = _cli(str(tmp_path / "missing"), "--params-file", str(params), "--out", str(tmp_path / "o1"))
+    assert r.returncode == 2 and "missing" in r.stderr
+    corrupt = tmp_path / "corrupt.mcap"
+    corrupt.write_bytes(b"\x89MCAP0\r\n" + b"garbage" * 100)
+    r = _cli(str(corrupt), "--params-file", str(params), "--out", str(tmp_path / "o2"))
+    assert r.returncode == 2 and "error" in r.stderr.lower()
+    empty = BagRecorder(tmp_path / "empty", storage="mcap").start()
+    empty.close()
+    r = _cli(str(tmp_path / "empty"), "--params-file", str(params), "--out", str(tmp_path / "o3"))
+    assert r.returncode == 2 and "empty" in r.stderr.lower()
+    other = _write_bag(tmp_path / "other", "sqlite3", seconds=0.3, topic="/other/image")
+    r = _cli(str(other), "--params-file", str(params), "--out", str(tmp_path / "o4"))
+    assert r.returncode == 2 and CAM in r.stderr and "/other/image" in r.stderr
+    r = _cli(str(other), "--params-file", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o5"))
+    assert r.returncode == 2 and "nope.yaml" in r.stderr
+    r = _cli(str(other), "--params-file", str(params), "--out", str(tmp_path / "o6"), "-p", "num_steps:=0")
+    assert r.returncode == 2 and "num_steps" in r.stderr
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
+
+
+def test_replay_cli_end_to_end_with_progress(tmp_path, tiny_model):
+    bag = _write_bag(tmp_path / "in", "sqlite3", seconds=1.5)
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n"
+        f"    model: {tiny_model}\n    device: cpu\n    num_steps: 2\n    warmup: false\n    image_size: 256\n"
+        f"    camera_topics: ['{CAM}']\n"
+    )
+    r = _cli(
+        str(bag), "--params-file", str(params), "--out", str(tmp_path / "out"), "--report", str(tmp_path / "r.html")
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "replay" in r.stderr and "100%" in r.stderr  # the progress bar
+    summary = json.loads(r.stdout)
+    assert summary["chunks"] >= 1 and (tmp_path / "r.html").is_file()
