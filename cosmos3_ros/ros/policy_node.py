@@ -409,7 +409,19 @@ class PolicyNode(LifecycleNode):
             self._warn_throttled(f"reject.{topic}", f"rejected frame on {topic}: {controller.last_error}")
 
     def _on_joint_state(self, msg: JointState) -> None:
+        """Robot state for backends that take it: joints whose name contains "gripper" or "finger" go to
+        ``observation/gripper_position``, the others to ``observation/joint_position`` (sidecar backend)."""
         self._joint_state = msg
+        backend = self.backend
+        setter = getattr(backend, "set_robot_state", None)
+        if setter is None or len(msg.position) != len(msg.name):
+            return
+        pos = np.asarray(msg.position, dtype=np.float64)
+        if not np.isfinite(pos).all():
+            self._warn_throttled("joint_states", "ignoring a JointState with non-finite positions")
+            return
+        grip = np.array([("gripper" in n or "finger" in n) for n in msg.name], dtype=bool)
+        setter(pos[~grip], pos[grip] if grip.any() else None)
 
     def _on_control(self) -> None:
         controller, loop = self.controller, self.loop
