@@ -16,6 +16,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosgraph import Graph
 
+from cosmos3_ros.config import load_params_file
 from cosmos3_ros.ros.params import PARAMS
 from cosmos3_ros.ros.policy_node import PolicyNode
 
@@ -24,21 +25,10 @@ CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 BUILTIN = {"use_sim_time"}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _keys(path: Path) -> dict:
     data = yaml.safe_load(path.read_text())
-    [(node_key, body)] = data.items()
-    assert node_key in ("/**", "cosmos3_policy", "/cosmos3_policy")
-    return _flatten(body["ros__parameters"])
+    assert list(data) == ["/**"], "presets apply to the node under any name and namespace"
+    return load_params_file(path)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
