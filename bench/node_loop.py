@@ -7,9 +7,9 @@ Usage:
   python bench/node_loop.py --duration 60 --compare-monitoring           # chunk rate, forecasting off vs on (issue 4)
   python bench/node_loop.py --model DIR --device cuda ...                # a real checkpoint on a GPU
 
-A camera publishes a 640x480 rgb8 moving scene at ``--hz``; with ``--malformed-every k`` every k-th message is
-replaced by a malformed one (rotating through: unknown encoding, wrong step, truncated data, empty image, zero
-width, out-of-order stamp, zero stamp). A listener checks every JointTrajectory (shape, names, finite values).
+A camera publishes an rgb8 moving scene (640x480 by default) at ``--hz``; with ``--malformed-every k`` every k-th
+message is replaced by a malformed one (rotating through: unknown encoding, wrong step, truncated data, empty image,
+zero width, out-of-order stamp, zero stamp). A listener checks every JointTrajectory (shape, names, finite values).
 Prints a JSON summary; exits 1 if the node died, published a malformed or non-finite message, or no chunks.
 """
 
@@ -108,7 +108,7 @@ def run_once(args: argparse.Namespace, model: str, forecast_every: int) -> dict[
         k = 0
         while time.monotonic() < t_end:
             now = io.get_clock().now().nanoseconds * 1e-9
-            msg = rgb_to_image_msg(moving_scene_frame(now, 480, 640), now, "cam")
+            msg = rgb_to_image_msg(moving_scene_frame(now, args.height, args.width), now, "cam")
             if args.malformed_every and k % args.malformed_every == args.malformed_every - 1:
                 msg, stamp = _malformed(k // args.malformed_every, msg, now)
                 if stamp >= 0:
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--hz", type=float, default=10.0)
+    parser.add_argument("--width", type=int, default=640, help="camera width")
+    parser.add_argument("--height", type=int, default=480, help="camera height")
     parser.add_argument("--malformed-every", type=int, default=0)
     parser.add_argument("--num-steps", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=480)

@@ -136,3 +136,13 @@ def test_replay_cli_end_to_end_with_progress(tmp_path, tiny_model):
     assert "replay" in r.stderr and "100%" in r.stderr  # the progress bar
     summary = json.loads(r.stdout)
     assert summary["chunks"] >= 1 and (tmp_path / "r.html").is_file()
+
+
+def test_replay_with_the_policy_video_as_forecast_source(tmp_path, tiny_model):
+    bag = _write_bag(tmp_path / "in", "mcap", seconds=2.0)
+    summary = replay(bag, _params(tiny_model, forecast_source="policy_video"), tmp_path / "out", progress=False)
+    topics = _read(tmp_path / "out")
+    assert summary["forecasts"] >= 1 and summary["forecast_errors"] == 0
+    assert len(topics["/cosmos3_policy/predicted_image"]) == 8 * summary["forecasts"]
+    timing = [json.loads(m.msg.data) for m in topics["/cosmos3_policy/chunk_timing"]]
+    assert all(t["timing"]["decode_s"] > 0 for t in timing if t.get("forecast") == "ok")  # the policy call decoded
