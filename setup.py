@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "torch>=2.6",
     "diffusers==0.42.1",
+    # diffusers loads Cosmos3OmniTransformer (which keeps modules in fp32) only with accelerate present.
+    "accelerate>=1.0",
     "transformers>=5.0,<6",
     "tokenizers>=0.22",
     "huggingface_hub>=0.34",
