@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 from cosmos3_ros.core.backend import BackendError
 from cosmos3_ros.core.settings import (
@@ -72,14 +73,46 @@ def _torch_dtype(name: str):
     return getattr(torch, name)
 
 
+def _resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    _torch_dtype(dtype)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"device {device!r} requested but torch has no CUDA ({torch.__version__})")
+    return device, dtype
+
+
+def _check_guardrail(guardrail: bool) -> None:
+    if guardrail:
+        from diffusers.utils import is_cosmos_guardrail_available
+
+        if not is_cosmos_guardrail_available():
+            raise BackendError("guardrail=True needs the cosmos-guardrail package: pip install cosmos-guardrail")
+
+
 class Cosmos3PolicyRuntime:
     """Cosmos 3 in policy and forward_dynamics mode, in this process.
 
     ``device`` ``"auto"`` picks CUDA when available; ``dtype`` ``"auto"`` picks bfloat16 on
     CUDA and float32 on CPU. ``guardrail`` turns on NVIDIA's Cosmos guardrail (needs the
     ``cosmos-guardrail`` package and its models; the NVIDIA Open Model License asks for it
-    with the released weights). ``fast`` enables the exact speed-ups; ``False`` runs the stock
+    with the released weights). ``fast`` enables the speed-ups; ``False`` runs the stock
     pipeline code (for comparisons).
+
+    With ``fast``, the exact levers are always on (first-frame VAE encode, no decode without
+    video, text stream computed once per caption, host-sync-free masking and probe). On CUDA
+    the bf16-noise levers default on (``"auto"``): ``fuse`` (fused projections, one timestep
+    embedding), ``compile`` (``torch.compile`` of the layer; a string is a ``torch.compile``
+    mode), ``cuda_graphs`` (one graph per step layout), ``attention`` (``"sdpa"``: SDPA with GQA
+    as stock calls it; ``"flash"``/``"cudnn"`` force a kernel), ``vae_autotune`` (cuDNN picks the
+    VAE's convolution algorithms), ``vae_channels_last`` (decoder weights and input
+    channels-last), ``sync_free_scheduler`` (UniPC without host syncs; bit-identical on CPU).
+    ``fp8=True`` (opt-in, changes actions beyond bf16 noise) runs the generation stream's GEMMs
+    in float8. Call :meth:`warmup` before the control loop.
     """
 
     def __init__(
@@ -90,42 +123,118 @@ class Cosmos3PolicyRuntime:
         dtype: str = "auto",
         guardrail: bool = False,
         fast: bool = True,
+        compile: bool | str = "auto",
+        cuda_graphs: bool | str = "auto",
+        attention: str = "auto",
+        fuse: bool | str = "auto",
+        fp8: bool = False,
+        vae_autotune: bool | str = "auto",
+        sync_free_scheduler: bool | str = "auto",
+        vae_channels_last: bool | str = "auto",
     ) -> None:
-        import torch
 
         from cosmos3_ros.runtime.pipeline import Cosmos3ActionPipeline
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if dtype == "auto":
-            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        device, dtype = _resolve_device_dtype(device, dtype)
         torch_dtype = _torch_dtype(dtype)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError(f"device {device!r} requested but torch has no CUDA ({torch.__version__})")
-        if guardrail:
-            from diffusers.utils import is_cosmos_guardrail_available
-
-            if not is_cosmos_guardrail_available():
-                raise BackendError("guardrail=True needs the cosmos-guardrail package: pip install cosmos-guardrail")
+        _check_guardrail(guardrail)
         self.model = model
         self.path = resolve_checkpoint(model)
-        self.device = device
-        self.dtype = dtype
-        self.guardrail = guardrail
-        self._lock = threading.Lock()
         t0 = time.perf_counter()
         pipe = Cosmos3ActionPipeline.from_pretrained(
             str(self.path), dtype=torch_dtype, enable_safety_checker=guardrail, local_files_only=True
         )
-        pipe.fast = fast
-        pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to(device)
+        self._setup(
+            pipe.to(device),
+            device=device,
+            dtype=dtype,
+            guardrail=guardrail,
+            fast=fast,
+            options={
+                "compile": compile,
+                "cuda_graphs": cuda_graphs,
+                "attention": attention,
+                "fuse": fuse,
+                "fp8": fp8,
+                "vae_autotune": vae_autotune,
+                "sync_free_scheduler": sync_free_scheduler,
+                "vae_channels_last": vae_channels_last,
+            },
+        )
         self.load_s = time.perf_counter() - t0
+        log.info("loaded %s on %s/%s in %.2f s (%s)", self.path, device, dtype, self.load_s, self.fast_options)
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        pipe: Any,
+        *,
+        model_name: str = "in-memory",
+        guardrail: bool = False,
+        fast: bool = True,
+        compile: bool | str = "auto",
+        cuda_graphs: bool | str = "auto",
+        attention: str = "auto",
+        fuse: bool | str = "auto",
+        fp8: bool = False,
+        vae_autotune: bool | str = "auto",
+        sync_free_scheduler: bool | str = "auto",
+        vae_channels_last: bool | str = "auto",
+    ) -> Cosmos3PolicyRuntime:
+        """Wrap an already built :class:`Cosmos3ActionPipeline` (e.g. random weights for the bench)."""
+        from cosmos3_ros.runtime.pipeline import Cosmos3ActionPipeline
+
+        if not isinstance(pipe, Cosmos3ActionPipeline):
+            raise TypeError(f"expected a Cosmos3ActionPipeline, got {type(pipe).__name__}")
+        self = cls.__new__(cls)
+        self.model = model_name
+        self.path = None
+        device = str(pipe.transformer.device)
+        dtype = str(pipe.transformer.dtype).removeprefix("torch.")
+        _check_guardrail(guardrail)
+        self._setup(
+            pipe,
+            device=device,
+            dtype=dtype,
+            guardrail=guardrail,
+            fast=fast,
+            options={
+                "compile": compile,
+                "cuda_graphs": cuda_graphs,
+                "attention": attention,
+                "fuse": fuse,
+                "fp8": fp8,
+                "vae_autotune": vae_autotune,
+                "sync_free_scheduler": sync_free_scheduler,
+                "vae_channels_last": vae_channels_last,
+            },
+        )
+        self.load_s = 0.0
+        return self
+
+    def _setup(self, pipe: Any, *, device: str, dtype: str, guardrail: bool, fast: bool, options: dict) -> None:
+        from cosmos3_ros.runtime.fast_scheduler import sync_free
+        from cosmos3_ros.runtime.fast_transformer import FastCosmos3Forward, FastOptions
+
+        self.device = device
+        self.dtype = dtype
+        self.guardrail = guardrail
+        self._lock = threading.Lock()
+        self.fast_options = FastOptions.resolve(device, fast=fast, **options)
+        pipe.fast = fast
+        pipe.fast_forward = FastCosmos3Forward(pipe.transformer, self.fast_options) if fast else None
+        pipe.cudnn_benchmark = self.fast_options.vae_autotune
+        if self.fast_options.vae_channels_last:
+            pipe.use_channels_last_decoder()
+        pipe.set_progress_bar_config(disable=True)
+        if self.fast_options.sync_free_scheduler:
+            pipe.scheduler = sync_free(pipe.scheduler)
+        self.pipe = pipe
+        self.cold_start_s: float | None = None
         self._released_scheduler = self.pipe.scheduler
         self._native_schedulers: dict[float, Any] = {}
         self._native_default = bool(self.pipe.config.use_native_flow_schedule)
         self.action_dim = int(self.pipe.transformer.config.action_dim or 0)
-        log.info("loaded %s on %s/%s in %.2f s", self.path, device, dtype, self.load_s)
 
     # -- PolicyBackend -------------------------------------------------------------------
 
@@ -146,13 +255,29 @@ class Cosmos3PolicyRuntime:
             versions={"cosmos3_ros": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__},
         )
 
-    def warmup(self, settings: PolicySettings) -> float:
-        """Run one policy and one forward_dynamics call on a grey frame; return seconds."""
+    def warmup(self, settings: PolicySettings, *, image_shape: tuple[int, int] | None = None) -> float:
+        """Compile and capture everything the loop will run, so no control cycle is a cold start; return seconds.
+
+        Runs one policy and one forward_dynamics call (video decoded) at ``settings`` on a frame of
+        ``image_shape`` (height, width; default 480x640 on CUDA, 240x320 on CPU). On CUDA this fuses the
+        projections, compiles the layer function, captures the CUDA graph of each call's layout
+        and lets cuDNN choose the VAE's convolution algorithms. A frame size or caption seen for
+        the first time later costs one graph capture (a fraction of a second), never a recompile.
+        """
         t0 = time.perf_counter()
-        frame = np.full((240, 320, 3), 127, dtype=np.uint8)
-        chunk = self.policy(frame, settings.replace(num_steps=min(settings.num_steps, 2)))
-        self.forward_dynamics(frame, chunk.actions, settings.replace(num_steps=min(settings.num_steps, 2)))
-        return time.perf_counter() - t0
+        h, w = image_shape or ((480, 640) if self.device.startswith("cuda") else (240, 320))
+        yy, xx = np.mgrid[0:h, 0:w]
+        frame = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), np.full_like(xx, 127)], -1)
+        frame = frame.astype(np.uint8)
+        short = settings.replace(num_steps=min(settings.num_steps, 2))
+        with self._lock:
+            if self.pipe is not None and self.pipe.fast_forward is not None:
+                self.pipe.fast_forward.prepare()
+        chunk = self.policy(frame, short)
+        self.forward_dynamics(frame, chunk.actions, short)
+        self.cold_start_s = time.perf_counter() - t0
+        log.info("warm-up (compile, graph capture) took %.2f s", self.cold_start_s)
+        return self.cold_start_s
 
     def policy(
         self,
@@ -166,7 +291,7 @@ class Cosmos3PolicyRuntime:
         """Predict an action chunk from one frame. Raises ValueError on bad input, NonFiniteOutputError on NaN/Inf."""
         validate_image(image)
         self._check_domain(settings)
-        out, timing = self._run("policy", image, settings, output_type="np" if return_video else "latent")
+        out, timing, frames = self._run("policy", image, settings, video=return_video)
         if not out.action:
             raise BackendError("pipeline returned no action for mode='policy'")
         actions = out.action[0].float().numpy().astype(np.float32, copy=False)
@@ -179,7 +304,7 @@ class Cosmos3PolicyRuntime:
             raise NonFiniteOutputError(
                 f"policy produced {int((~np.isfinite(actions)).sum())} non-finite action value(s); chunk discarded"
             )
-        video = _video_to_uint8(out.video) if return_video else None
+        video = frames if return_video else None
         latents = None
         if return_latents and not return_video:
             latents = out.video.float().cpu().numpy()
@@ -206,10 +331,9 @@ class Cosmos3PolicyRuntime:
         validate_image(image)
         self._check_domain(settings)
         acts = validate_actions(actions, settings)
-        out, timing = self._run(
-            "forward_dynamics", image, settings, output_type="np", raw_actions=torch.from_numpy(acts)
+        _, timing, frames = self._run(
+            "forward_dynamics", image, settings, video=True, raw_actions=torch.from_numpy(acts)
         )
-        frames = _video_to_uint8(out.video)
         return Forecast(
             frames=frames, actions=acts, settings=settings, timing=timing, observation_stamp=observation_stamp
         )
@@ -221,6 +345,8 @@ class Cosmos3PolicyRuntime:
         import torch
 
         with self._lock:
+            if self.pipe is not None:
+                self.pipe.fast_forward = None
             self.pipe = None
             gc.collect()
             if torch.cuda.is_available():
@@ -239,20 +365,29 @@ class Cosmos3PolicyRuntime:
         """Select the checkpoint scheduler (shift None) or the native flow schedule with ``shift``."""
         from diffusers import UniPCMultistepScheduler
 
+        from cosmos3_ros.runtime.fast_scheduler import SyncFreeUniPCMultistepScheduler
+
         if shift is None:
             self.pipe.scheduler = self._released_scheduler
             self.pipe.register_to_config(use_native_flow_schedule=self._native_default)
             return
         sched = self._native_schedulers.get(shift)
         if sched is None:
-            sched = UniPCMultistepScheduler.from_config(
+            sync_free = self.fast_options.sync_free_scheduler
+            cls = SyncFreeUniPCMultistepScheduler if sync_free else UniPCMultistepScheduler
+            sched = cls.from_config(
                 self._released_scheduler.config, flow_shift=float(shift), use_karras_sigmas=False, use_flow_sigmas=True
             )
             self._native_schedulers[shift] = sched
         self.pipe.scheduler = sched
         self.pipe.register_to_config(use_native_flow_schedule=True)
 
-    def _run(self, mode: str, image: np.ndarray, settings: PolicySettings, *, output_type: str, raw_actions=None):
+    def _run(self, mode: str, image: np.ndarray, settings: PolicySettings, *, video: bool, raw_actions=None):
+        """One pipeline call; returns (output, Timing, uint8 frames or None).
+
+        With ``fast`` and no guardrail the video is decoded by ``decode_to_uint8`` (same numbers,
+        converted on the device); otherwise by the stock ``output_type="np"`` path.
+        """
         import torch
         from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
 
@@ -265,11 +400,15 @@ class Cosmos3PolicyRuntime:
                 chunk_size=settings.action_chunk_size,
                 domain_name=settings.domain_name,
                 resolution_tier=settings.image_size,
-                image=image,
+                # A PIL image, as the pipeline's docs pass it: diffusers 0.42.1 scales a uint8 *numpy* frame to
+                # [-1, 509] instead of [-1, 1] (it never divides integer arrays by 255).
+                image=PILImage.fromarray(image),
                 raw_actions=raw_actions,
                 view_point=settings.view_point,
             )
             generator = torch.Generator(device="cpu").manual_seed(int(settings.seed))
+            own_decode = video and self.pipe.fast and not self.guardrail
+            output_type = "np" if video and not own_decode else "latent"
             try:
                 with torch.inference_mode():
                     out = self.pipe(
@@ -288,8 +427,25 @@ class Cosmos3PolicyRuntime:
                 raise
             except Exception as exc:
                 raise BackendError(f"{mode} call failed: {type(exc).__name__}: {exc}") from exc
-            timing = Timing(**self.pipe.last_timing())
-        return out, timing
+            frames = None
+            decode_s = 0.0
+            if own_decode:
+                t0 = time.perf_counter()
+                try:
+                    with torch.inference_mode():
+                        frames = self.pipe.decode_to_uint8(out.video).numpy()
+                except ValueError as exc:
+                    raise NonFiniteOutputError(str(exc)) from exc
+                except Exception as exc:
+                    raise BackendError(f"{mode} decode failed: {type(exc).__name__}: {exc}") from exc
+                decode_s = time.perf_counter() - t0
+            elif video:
+                frames = _video_to_uint8(out.video)
+            timing = self.pipe.last_timing()
+            timing["decode_s"] += decode_s
+            timing["total_s"] += decode_s
+            timing = Timing(**timing)
+        return out, timing, frames
 
 
 def _video_to_uint8(video: Any) -> np.ndarray:

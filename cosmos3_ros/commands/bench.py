@@ -1,0 +1,141 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""``cosmos3-ros bench``: stock Cosmos 3 versus our runtime on random weights; JSON + markdown results."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+HELP = (
+    "benchmark the stock Cosmos3OmniPipeline against our runtime on random weights "
+    "(Nano size on a GPU, tiny on CPU): policy and forward_dynamics, timings, parity, sustained loop"
+)
+
+VARIANTS = ("stock", "ours", "exact", "fp8", "loop", "micro", "autotune", "vae_cl")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _variants(text: str) -> tuple[str, ...]:
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = sorted(set(values) - set(VARIANTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--size", choices=["tiny", "nano"], help="model size (default: nano on CUDA, tiny on CPU)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="weights dtype")
+    parser.add_argument("--height", type=int, default=480, help="camera frame height")
+    parser.add_argument("--width", type=int, default=640, help="camera frame width")
+    parser.add_argument("--steps", type=_int_list, default=(30, 10), help="denoising steps, first is the main one")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant (median reported)")
+    parser.add_argument("--loop-cycles", type=int, default=20, help="policy + forecast cycles of the sustained loop")
+    parser.add_argument(
+        "--variants",
+        type=_variants,
+        default=tuple(v for v in VARIANTS if v not in ("vae_cl", "autotune")),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (exact, fp8, micro, autotune, vae_cl run on "
+        "CUDA only; default: all but autotune and vae_cl)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="weights and noise seed")
+    parser.add_argument("--domain", default="bridge_orig_lerobot", help="embodiment domain")
+    parser.add_argument("--chunk", type=int, default=16, help="actions per chunk")
+    parser.add_argument("--fps", type=float, default=5.0, help="policy rate")
+    parser.add_argument("--image-size", type=int, default=480, help="resolution tier")
+    parser.add_argument("--out-dir", default="bench/results", help="where <date>-<gpu>.json and .md go")
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
+
+
+def command_from_args(args: argparse.Namespace, device: str, size: str, dtype: str) -> str:
+    """The full ``cosmos3-ros bench`` command (every option spelled out) that reproduces this run."""
+    parts = [
+        "cosmos3-ros bench",
+        f"--device {device}",
+        f"--size {size}",
+        f"--dtype {dtype}",
+        f"--height {args.height}",
+        f"--width {args.width}",
+        f"--steps {','.join(str(s) for s in args.steps)}",
+        f"--repeats {args.repeats}",
+        f"--loop-cycles {args.loop_cycles}",
+        f"--variants {','.join(args.variants)}",
+        f"--seed {args.seed}",
+        f"--domain {shlex.quote(args.domain)}",
+        f"--chunk {args.chunk}",
+        f"--fps {args.fps:g}",
+        f"--image-size {args.image_size}",
+        f"--out-dir {shlex.quote(args.out_dir)}",
+    ]
+    if args.tag:
+        parts.append(f"--tag {shlex.quote(args.tag)}")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and write the results."""
+    import torch
+
+    from cosmos3_ros.core.settings import resolve_domain
+    from cosmos3_ros.runtime.benchmark import Bench, BenchConfig, write_results
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch {torch.__version__} has no CUDA")
+    size = args.size or ("nano" if device.startswith("cuda") else "tiny")
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    cfg = BenchConfig(
+        device=device,
+        size=size,
+        dtype=dtype,
+        height=args.height,
+        width=args.width,
+        steps=tuple(args.steps),
+        repeats=max(1, args.repeats),
+        loop_cycles=max(0, args.loop_cycles),
+        seed=args.seed,
+        domain_name=resolve_domain(args.domain),
+        chunk=args.chunk,
+        fps=args.fps,
+        tier=args.image_size,
+        variants=tuple(args.variants),
+        command=command_from_args(args, device, size, dtype),
+        out_dir=args.out_dir,
+        tag=args.tag,
+    )
+    res = Bench(cfg).run()
+    jp, mp = write_results(res, cfg.out_dir, cfg.tag)
+    print(mp.read_text())
+    print(f"wrote {jp} and {mp}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cosmos3_ros.commands.bench``: the same as ``cosmos3-ros bench`` without the other subcommands."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="cosmos3-ros bench", description=HELP)
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1067 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Stock Cosmos 3 versus our runtime, on random weights, in one process: the logic of ``cosmos3-ros bench``.
+
+Everything runs on one set of components (transformer, VAE, tokenizer, scheduler) shared by a
+stock ``Cosmos3OmniPipeline`` (called as its docs call it) and by our runtime, with the same
+frame, settings and seed. Each measured variant is isolated: a failure is recorded under
+``errors`` and the benchmark goes on. See ``bench/README.md`` for the numbers' meaning.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import itertools
+import json
+import logging
+import math
+import platform
+import re
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Keys every results JSON carries (the CI smoke test checks them).
+REQUIRED_KEYS = (
+    "device",
+    "stock_policy_decoded_s",
+    "stock_policy_latent_s",
+    "ours_policy_s",
+    "stock_fd_s",
+    "ours_fd_s",
+    "floor_s",
+    "action_rel_error",
+)
+
+BARS = {
+    "policy_30_s_max": 1.25,
+    "policy_speedup_vs_stock_latent_min": 2.2,
+    "action_rel_error_max": 2e-2,
+    "fd_speedup_vs_stock_min": 2.0,
+}
+
+
+@dataclass
+class BenchConfig:
+    """What to measure."""
+
+    device: str = "cuda"
+    size: str = "nano"
+    dtype: str = "bfloat16"
+    height: int = 480
+    width: int = 640
+    steps: tuple[int, ...] = (30, 10)
+    repeats: int = 3
+    loop_cycles: int = 20
+    seed: int = 0
+    prompt: str = "Pick up the red block and place it in the bowl."
+    domain_name: str = "bridge_orig_lerobot"
+    chunk: int = 16
+    fps: float = 5.0
+    tier: int = 480
+    guidance: float = 1.0
+    variants: tuple[str, ...] = ("stock", "ours", "exact", "fp8", "loop", "micro")
+    command: str = ""
+    out_dir: str = "bench/results"
+    tag: str = ""
+
+
+@dataclass
+class CallRecord:
+    """Timings of repeated calls of one variant."""
+
+    totals: list[float] = field(default_factory=list)
+    step_medians: list[float] = field(default_factory=list)
+    encode: list[float] = field(default_factory=list)
+    decode: list[float] = field(default_factory=list)
+    peak_gib: list[float] = field(default_factory=list)
+    extra_gib: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def med(xs):
+            return statistics.median(xs) if xs else None
+
+        return {
+            "total_s": med(self.totals),
+            "total_min_s": min(self.totals) if self.totals else None,
+            "totals_s": self.totals,
+            "step_median_s": med(self.step_medians),
+            "vae_encode_s": med(self.encode),
+            "vae_decode_s": med(self.decode),
+            "peak_mem_gib": max(self.peak_gib) if self.peak_gib else None,
+            "peak_extra_gib": max(self.extra_gib) if self.extra_gib else None,
+        }
+
+
+class _VaeTimer:
+    """Times ``vae.encode`` / ``vae.decode`` (device-synchronised) by wrapping them on the instance."""
+
+    def __init__(self, vae, sync: Callable[[], None]):
+        self.vae = vae
+        self.sync = sync
+        self.encode_s = 0.0
+        self.decode_s = 0.0
+
+    def reset(self):
+        self.encode_s = self.decode_s = 0.0
+
+    def __enter__(self):
+        orig_encode, orig_decode = self.vae.encode, self.vae.decode
+
+        def encode(*a, **k):
+            self.sync()
+            t0 = time.perf_counter()
+            out = orig_encode(*a, **k)
+            self.sync()
+            self.encode_s += time.perf_counter() - t0
+            return out
+
+        def decode(*a, **k):
+            self.sync()
+            t0 = time.perf_counter()
+            out = orig_decode(*a, **k)
+            self.sync()
+            self.decode_s += time.perf_counter() - t0
+            return out
+
+        self.vae.encode, self.vae.decode = encode, decode
+        return self
+
+    def __exit__(self, *exc):
+        del self.vae.encode
+        del self.vae.decode
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def gpu_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100'."""
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
+    return _slug(m.group(1)) if m else _slug(name)[:24]
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / ||b|| (float64)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    denom = float(np.linalg.norm(b))
+    return float(np.linalg.norm(a - b) / denom) if denom > 0 else float(np.linalg.norm(a - b))
+
+
+def frame_deviation(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean/max absolute uint8 difference and PSNR between two frame stacks."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    mse = float(np.mean(d.astype(np.float64) ** 2))
+    return {
+        "mean_abs": float(d.mean()),
+        "max_abs": int(d.max()),
+        "psnr_db": float("inf") if mse == 0 else float(10 * math.log10(255.0**2 / mse)),
+    }
+
+
+def transformer_flops(cfg, und_len: int, gen_len: int) -> dict[str, float]:
+    """Matmul FLOPs of one forward: stock (text + generation tokens) and the split by stream."""
+    hid = int(cfg.hidden_size)
+    nh, nkv, hd = int(cfg.num_attention_heads), int(cfg.num_key_value_heads), int(cfg.head_dim)
+    inter = int(cfg.intermediate_size)
+    layers = int(cfg.num_hidden_layers)
+    lin_tok = 2 * hid * (nh * hd + 2 * nkv * hd) + 2 * nh * hd * hid + 2 * 3 * hid * inter
+    und_attn = 4 * nh * hd * und_len * und_len / 2  # causal
+    gen_attn = 4 * nh * hd * gen_len * (und_len + gen_len)
+    text = layers * (lin_tok * und_len + und_attn)
+    gen = layers * (lin_tok * gen_len + gen_attn)
+    return {"stock_forward": text + gen, "text_stream": text, "gen_stream": gen}
+
+
+def _median_ms(fn, iters: int, sync) -> float:
+    import torch
+
+    if torch.cuda.is_available() and sync is not None:
+        times = []
+        for _ in range(iters):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return statistics.median(times)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measure_gemm(device: str, dtype: str) -> dict[str, Any]:
+    """Dense GEMM rate on random data (8192^3 on CUDA, 512^3 on CPU)."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    n = 8192 if cuda else 512
+    tdt = getattr(torch, dtype)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=tdt, generator=g)
+    b = torch.randn(n, n, device=device, dtype=tdt, generator=g)
+    for _ in range(3):
+        a @ b
+    ms = _median_ms(lambda: a @ b, 20 if cuda else 5, cuda)
+    return {"gemm_n": n, "gemm_dtype": dtype, "gemm_ms": ms, "gemm_tflops": 2 * n**3 / (ms * 1e-3) / 1e12}
+
+
+def microbench(cfg, und_len: int, gen_len: int, device: str) -> dict[str, Any]:
+    """GEMMs at the generation stream's shapes, attention kernels, FP8 GEMM rate (CUDA only)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from cosmos3_ros.runtime.fast_transformer import _fp8_linear, _quantize_fp8, attend
+
+    out: dict[str, Any] = {}
+    hid, inter = int(cfg.hidden_size), int(cfg.intermediate_size)
+    nh, nkv, hd = int(cfg.num_attention_heads), int(cfg.num_key_value_heads), int(cfg.head_dim)
+    layers = int(cfg.num_hidden_layers)
+    dt = torch.bfloat16
+    x = torch.randn(gen_len, hid, device=device, dtype=dt)
+    xi = torch.randn(gen_len, inter, device=device, dtype=dt)
+    shapes = {
+        "qkv": (x, (nh + 2 * nkv) * hd, hid),
+        "o": (x, hid, hid),
+        "gate_up": (x, 2 * inter, hid),
+        "down": (xi, hid, inter),
+    }
+    layer_ms = 0.0
+    layer_fp8_ms = 0.0
+    flops = 0.0
+    gemms = {}
+    for name, (inp, n_out, k) in shapes.items():
+        w = torch.randn(n_out, k, device=device, dtype=dt) * k**-0.5
+        ms = _median_ms(lambda inp=inp, w=w: F.linear(inp, w), 30, True)
+        f = 2 * gen_len * n_out * k
+        entry = {"shape": [gen_len, k, n_out], "ms": ms, "tflops": f / (ms * 1e-3) / 1e12}
+        try:
+            w8 = _quantize_fp8(w)
+            ms8 = _median_ms(lambda inp=inp, w8=w8: _fp8_linear(inp, w8[0], w8[1], dt), 30, True)
+            entry["fp8_ms_with_quant"] = ms8
+            layer_fp8_ms += ms8
+        except Exception as exc:
+            entry["fp8_error"] = f"{type(exc).__name__}: {exc}"
+        gemms[name] = entry
+        layer_ms += ms
+        flops += f
+    out["gen_gemms"] = gemms
+    out["gen_gemm_ms_per_layer"] = layer_ms
+    out["gen_gemm_s_per_step"] = layer_ms * layers / 1e3
+    out["gen_gemm_tflops"] = flops / (layer_ms * 1e-3) / 1e12
+    out["gen_gemm_fp8_s_per_step"] = layer_fp8_ms * layers / 1e3 if layer_fp8_ms else None
+    q = torch.randn(gen_len, nh, hd, device=device, dtype=dt)
+    k = torch.randn(und_len + gen_len, nkv, hd, device=device, dtype=dt)
+    v = torch.randn(und_len + gen_len, nkv, hd, device=device, dtype=dt)
+    attn = {}
+    ref = attend(q, k, v, "sdpa").float()
+    for backend in ("sdpa", "flash", "cudnn", "efficient"):
+        try:
+            o = attend(q, k, v, backend)
+            err = float((o.float() - ref).norm() / ref.norm())
+            ms = _median_ms(lambda backend=backend: attend(q, k, v, backend), 30, True)
+            attn[backend] = {"ms": ms, "s_per_step": ms * layers / 1e3, "rel_err_vs_sdpa": err}
+        except Exception as exc:
+            attn[backend] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    out["attention"] = attn
+    try:
+        n = 8192
+        a = torch.randn(n, n, device=device, dtype=dt)
+        w8 = _quantize_fp8(torch.randn(n, n, device=device, dtype=dt))
+        a8 = a.to(torch.float8_e4m3fn)
+        one = torch.ones((), device=device)
+        ms = _median_ms(lambda: torch._scaled_mm(a8, w8[0].t(), scale_a=one, scale_b=one, out_dtype=dt), 20, True)
+        out["fp8_gemm_tflops"] = 2 * n**3 / (ms * 1e-3) / 1e12
+    except Exception as exc:
+        out["fp8_gemm_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _host_profile(fn, top: int = 30) -> list[str]:
+    """cProfile of one call: the functions with the most cumulative host time (where the host waits, too)."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
+    return [line.rstrip() for line in buf.getvalue().splitlines() if line.strip()][-top - 1 :]
+
+
+def _replay_ms(ff) -> dict[str, float]:
+    """GPU time of one captured step (the transformer alone), per layout."""
+    out = {}
+    for i, plan in enumerate(ff._plans.values()):
+        if plan.graph is not None:
+            name = "policy" if plan.action_noisy else ("forward_dynamics" if plan.has_action else f"layout{i}")
+            out[name] = _median_ms(plan.graph.graph.replay, 10, True)
+    return out
+
+
+def vae_decode_micro(vae, latent_shape: tuple[int, ...], device: str) -> dict[str, Any]:
+    """Wan VAE decode time: default, cuDNN autotuning, channels-last weights and input (restored after)."""
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+    z = torch.randn(latent_shape, device=device, dtype=vae.dtype, generator=g)
+    out: dict[str, Any] = {"latent_shape": list(latent_shape)}
+    old = torch.backends.cudnn.benchmark
+
+    def psnr(a, b):
+        mse = float(((a.float() - b.float()) / 2).pow(2).mean())
+        return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+    saved = [(p, p.data) for p in vae.parameters()]
+    try:
+        with torch.inference_mode():
+            for p, data in saved:  # the runtime may have made the decoder channels-last already
+                p.data = data.contiguous()
+            torch.backends.cudnn.benchmark = False
+            ref = vae.decode(z).sample
+            out["default_ms"] = _median_ms(lambda: vae.decode(z), 3, True)
+            torch.backends.cudnn.benchmark = True
+            got = vae.decode(z).sample
+            out["cudnn_benchmark_ms"] = _median_ms(lambda: vae.decode(z), 3, True)
+            out["cudnn_benchmark_psnr_db"] = psnr(got, ref)
+            for p, data in saved:
+                if data.dim() == 5:
+                    p.data = data.contiguous(memory_format=torch.channels_last_3d)
+                elif data.dim() == 4:
+                    p.data = data.contiguous(memory_format=torch.channels_last)
+            zc = z.contiguous(memory_format=torch.channels_last_3d)
+            got = vae.decode(zc).sample
+            out["channels_last_ms"] = _median_ms(lambda: vae.decode(zc), 3, True)
+            out["channels_last_psnr_db"] = psnr(got, ref)
+    finally:
+        for p, data in saved:
+            p.data = data
+        torch.backends.cudnn.benchmark = old
+    return out
+
+
+class Bench:
+    """One benchmark run; :meth:`run` returns the results dict."""
+
+    def __init__(self, cfg: BenchConfig):
+        self.cfg = cfg
+        self.res: dict[str, Any] = {"errors": {}, "calls": {}}
+        self.tokens: dict[str, int] = {}
+        self._latent_shape: tuple[int, ...] | None = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _sync(self):
+        import torch
+
+        if self.cfg.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def _mem(self) -> tuple[float, float]:
+        import torch
+
+        if not self.cfg.device.startswith("cuda"):
+            return 0.0, 0.0
+        return torch.cuda.memory_allocated() / 2**30, torch.cuda.max_memory_allocated() / 2**30
+
+    def _reset_peak(self):
+        import torch
+
+        if self.cfg.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+
+    def _guard(self, name: str, fn: Callable[[], Any]) -> Any:
+        import torch
+
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        except Exception as exc:
+            log.error("bench variant %s failed: %s: %s", name, type(exc).__name__, exc)
+            self.res["errors"][name] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            return None
+        finally:
+            log.info("bench: %s done in %.1f s", name, time.perf_counter() - t0)
+
+    def _settings(self, steps: int):
+        from cosmos3_ros.core.settings import PolicySettings
+
+        c = self.cfg
+        return PolicySettings(
+            prompt=c.prompt,
+            domain_name=c.domain_name,
+            action_chunk_size=c.chunk,
+            fps=c.fps,
+            image_size=c.tier,
+            num_steps=steps,
+            guidance=c.guidance,
+            seed=c.seed,
+        )
+
+    # -- stock ------------------------------------------------------------------------------------
+
+    def _stock_call(self, pipe, frame, steps: int, mode: str, output_type: str, actions=None, step_timing=False):
+        """The stock pipeline as its documentation calls it for an action mode."""
+        import torch
+        from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
+
+        c = self.cfg
+        cond = CosmosActionCondition(
+            mode=mode,
+            chunk_size=c.chunk,
+            domain_name=c.domain_name,
+            resolution_tier=c.tier,
+            image=frame,
+            raw_actions=None if actions is None else torch.from_numpy(np.asarray(actions, dtype=np.float32)),
+        )
+        step_ends: list[float] = []
+
+        def on_step(p, i, t, kw):
+            self._sync()
+            step_ends.append(time.perf_counter())
+            return {}
+
+        generator = torch.Generator(device="cpu").manual_seed(c.seed)
+        self._sync()
+        t0 = time.perf_counter()
+        out = pipe(
+            prompt=c.prompt,
+            action=cond,
+            num_inference_steps=steps,
+            guidance_scale=c.guidance,
+            fps=c.fps,
+            use_system_prompt=False,
+            generator=generator,
+            output_type=output_type,
+            callback_on_step_end=on_step if step_timing else None,
+        )
+        self._sync()
+        total = time.perf_counter() - t0
+        steps_s = [b - a for a, b in itertools.pairwise(step_ends)]
+        return out, total, steps_s
+
+    def run_stock(self, components, frame):
+        from cosmos3_ros.runtime.nano import make_pipeline
+
+        pipe = make_pipeline(components)
+        vt = _VaeTimer(components["vae"], self._sync)
+        self._stock_outputs: dict[str, Any] = {}
+        hook = components["transformer"].register_forward_pre_hook(self._token_hook, with_kwargs=True)
+        try:
+            t0 = time.perf_counter()
+            self._stock_call(pipe, frame, 2, "policy", "latent")
+            self.res["stock_warmup_s"] = time.perf_counter() - t0
+        finally:
+            hook.remove()
+        s_main = self.cfg.steps[0]
+        plan = [("stock_policy_decoded", "policy", "np", s_main), ("stock_policy_latent", "policy", "latent", s_main)]
+        plan += [(f"stock_policy_latent_{s}", "policy", "latent", s) for s in self.cfg.steps[1:]]
+        plan += [("stock_fd", "forward_dynamics", "np", s_main)]
+        plan += [(f"stock_fd_{s}", "forward_dynamics", "np", s) for s in self.cfg.steps[1:]]
+        with vt:
+            for name, mode, otype, steps in plan:
+
+                def one(name=name, mode=mode, otype=otype, steps=steps):
+                    rec = CallRecord()
+                    actions = self._fd_actions() if mode == "forward_dynamics" else None
+                    for _ in range(self.cfg.repeats):
+                        vt.reset()
+                        before, _ = self._mem()
+                        self._reset_peak()
+                        out, total, _ = self._stock_call(pipe, frame, steps, mode, otype, actions)
+                        _, peak = self._mem()
+                        rec.totals.append(total)
+                        rec.encode.append(vt.encode_s)
+                        rec.decode.append(vt.decode_s)
+                        rec.peak_gib.append(peak)
+                        rec.extra_gib.append(peak - before)
+                    # One more call with a device sync per step, for the per-step median only.
+                    _, total, steps_s = self._stock_call(pipe, frame, steps, mode, otype, actions, step_timing=True)
+                    rec.step_medians.append(statistics.median(steps_s) if steps_s else total / steps)
+                    if out.action:
+                        self._stock_outputs[name + "_actions"] = out.action[0].float().numpy()
+                    if otype == "np":
+                        v = np.asarray(out.video, dtype=np.float32)
+                        self._stock_outputs[name + "_frames"] = (np.clip(v, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+                    self.res["calls"][name] = dict(rec.summary(), steps=steps, mode=mode, output_type=otype)
+
+                self._guard(name, one)
+        gc.collect()
+
+    def _fd_actions(self) -> np.ndarray:
+        """Actions for forward_dynamics: the stock policy chunk when there is one, else a fixed ramp."""
+        got = getattr(self, "_stock_outputs", {}).get("stock_policy_latent_actions")
+        if got is not None:
+            return got
+        from cosmos3_ros.core.settings import DOMAIN_ACTION_WIDTH
+
+        w = DOMAIN_ACTION_WIDTH[self.cfg.domain_name]
+        return np.linspace(-0.5, 0.5, self.cfg.chunk * w, dtype=np.float32).reshape(self.cfg.chunk, w)
+
+    def _token_hook(self, module, args, kwargs):
+        self._latent_shape = tuple(kwargs["vision_tokens"][0].shape)
+        und = int(kwargs["und_len"])
+        seq = int(kwargs["sequence_length"])
+        self.tokens = {"text": und, "gen": seq - und, "total": seq}
+
+    # -- ours -------------------------------------------------------------------------------------
+
+    def _ours_runtime(self, components, **options):
+        from cosmos3_ros.runtime.nano import make_pipeline
+        from cosmos3_ros.runtime.pipeline import Cosmos3ActionPipeline
+        from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+
+        pipe = make_pipeline(components, cls=Cosmos3ActionPipeline)
+        return Cosmos3PolicyRuntime.from_pipeline(pipe, model_name=f"random-{self.cfg.size}", **options)
+
+    def _ours_calls(self, rt, frame, prefix: str, plan, vt: _VaeTimer):
+        for name, kind, steps in plan:
+            full = f"{prefix}_{name}"
+
+            def one(full=full, kind=kind, steps=steps):
+                rec = CallRecord()
+                settings = self._settings(steps)
+
+                def call():
+                    if kind == "policy":
+                        return rt.policy(frame, settings)
+                    if kind == "policy_video":
+                        return rt.policy(frame, settings, return_video=True)
+                    return rt.forward_dynamics(frame, self._fd_actions(), settings)
+
+                result = None
+                rt.pipe.step_timing = False
+                for _ in range(self.cfg.repeats):
+                    vt.reset()
+                    before, _ = self._mem()
+                    self._reset_peak()
+                    self._sync()
+                    t0 = time.perf_counter()
+                    result = call()
+                    self._sync()
+                    total = time.perf_counter() - t0
+                    _, peak = self._mem()
+                    rec.totals.append(total)
+                    rec.encode.append(vt.encode_s)
+                    rec.decode.append(vt.decode_s)
+                    rec.peak_gib.append(peak)
+                    rec.extra_gib.append(peak - before)
+                timing = result.timing.to_dict()
+                # One more call with a device sync per step, for the per-step median only.
+                rt.pipe.step_timing = True
+                try:
+                    call()
+                finally:
+                    rt.pipe.step_timing = False
+                st = rt.pipe.last_step_times()
+                rec.step_medians.append(statistics.median(st) if st else rec.totals[-1] / steps)
+                summary = dict(rec.summary(), steps=steps, mode=kind)
+                summary["runtime_timing"] = timing
+                self.res["calls"][full] = summary
+                return result
+
+            result = self._guard(full, one)
+            if result is None:
+                continue
+            stock = getattr(self, "_stock_outputs", {})
+            if kind == "policy":
+                ref_name = "stock_policy_latent" if steps == self.cfg.steps[0] else f"stock_policy_latent_{steps}"
+                ref = stock.get(ref_name + "_actions")
+                if ref is not None:
+                    self.res["calls"][full]["action_rel_error"] = rel_l2(result.actions, ref)
+            elif kind == "policy_video":
+                ref = stock.get("stock_policy_decoded_frames")
+                if ref is not None and ref.shape == result.video.shape:
+                    self.res["calls"][full]["frames_vs_stock"] = frame_deviation(result.video, ref)
+            else:
+                ref_name = "stock_fd" if steps == self.cfg.steps[0] else f"stock_fd_{steps}"
+                ref = stock.get(ref_name + "_frames")
+                if ref is not None and ref.shape == result.frames.shape:
+                    self.res["calls"][full]["frames_vs_stock"] = frame_deviation(result.frames, ref)
+
+    def run_ours(self, components, frame, prefix: str = "ours", plan=None, **options):
+        rt = self._ours_runtime(components, **options)
+        self.res[f"{prefix}_options"] = rt.fast_options.to_dict()
+        vt = _VaeTimer(components["vae"], self._sync)
+        s_main = self.cfg.steps[0]
+        with vt:
+            cold = self._guard(
+                f"{prefix}_warmup", lambda: rt.warmup(self._settings(s_main), image_shape=frame.shape[:2])
+            )
+            self.res[f"{prefix}_cold_start_s"] = cold
+            # The first call after warm-up: must not be a cold start.
+            first = self._guard(
+                f"{prefix}_first_call", lambda: self._timed(lambda: rt.policy(frame, self._settings(s_main)))
+            )
+            self.res[f"{prefix}_first_call_after_warmup_s"] = first
+            if plan is None:
+                plan = [("policy", "policy", s_main)]
+                if prefix == "ours":
+                    plan += [(f"policy_{s}", "policy", s) for s in self.cfg.steps[1:]]
+                    plan += [("policy_video", "policy_video", s_main), ("fd", "fd", s_main)]
+                    plan += [(f"fd_{s}", "fd", s) for s in self.cfg.steps[1:]]
+            self._ours_calls(rt, frame, prefix, plan, vt)
+        if prefix == "ours":
+            settings = self._settings(s_main)
+            self.res["ours_policy_host_profile"] = self._guard(
+                "ours_profile", lambda: _host_profile(lambda: rt.policy(frame, settings))
+            )
+        ff = rt.pipe.fast_forward
+        if ff is not None and self.cfg.device.startswith("cuda"):
+            self.res[f"{prefix}_graph_replay_ms"] = self._guard(f"{prefix}_replay", lambda: _replay_ms(ff))
+        if ff is not None:
+            self.res[f"{prefix}_fast_stats"] = dict(
+                ff.stats, last_fallback=ff.last_fallback, errors=ff.errors, options_now=ff.opt.to_dict()
+            )
+        return rt
+
+    def _timed(self, fn) -> float:
+        self._sync()
+        t0 = time.perf_counter()
+        fn()
+        self._sync()
+        return time.perf_counter() - t0
+
+    def run_loop(self, rt, cycles: int):
+        """Policy then forward_dynamics forecast, back to back, on a moving scene."""
+        from cosmos3_ros.core.synthetic import moving_scene_frame
+
+        settings = self._settings(self.cfg.steps[0])
+        pol, fd, cyc = [], [], []
+        t_start = time.perf_counter()
+        for i in range(cycles):
+            frame = moving_scene_frame(0.3 * i, self.cfg.height, self.cfg.width)
+            t0 = time.perf_counter()
+            chunk = rt.policy(frame, settings)
+            t1 = time.perf_counter()
+            rt.forward_dynamics(frame, chunk.actions, settings)
+            t2 = time.perf_counter()
+            pol.append(t1 - t0)
+            fd.append(t2 - t1)
+            cyc.append(t2 - t0)
+        wall = time.perf_counter() - t_start
+        horizon = self.cfg.chunk / self.cfg.fps
+
+        def pct(xs, q):
+            return float(np.percentile(np.asarray(xs), q))
+
+        self.res["loop"] = {
+            "cycles": cycles,
+            "chunks_per_s": cycles / wall,
+            "chunk_horizon_s": horizon,
+            "half_horizon_s": horizon / 2,
+            "policy_p50_s": pct(pol, 50),
+            "policy_p95_s": pct(pol, 95),
+            "policy_max_s": max(pol),
+            "forecast_p50_s": pct(fd, 50),
+            "forecast_p95_s": pct(fd, 95),
+            "cycle_p50_s": pct(cyc, 50),
+            "cycle_p95_s": pct(cyc, 95),
+            "cycle_max_s": max(cyc),
+            "replans_within_half_horizon": max(cyc) <= horizon / 2,
+            "policy_within_half_horizon": max(pol) <= horizon / 2,
+            "cycles_s": cyc,
+        }
+        # Alternative: the policy's own jointly denoised video as the forecast (one call per cycle).
+        joint = []
+        t_start = time.perf_counter()
+        n_joint = max(1, cycles // 2)
+        for i in range(n_joint):
+            frame = moving_scene_frame(0.3 * i, self.cfg.height, self.cfg.width)
+            t0 = time.perf_counter()
+            rt.policy(frame, settings, return_video=True)
+            joint.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - t_start
+        self.res["loop_joint_forecast"] = {
+            "cycles": n_joint,
+            "chunks_per_s": n_joint / wall,
+            "cycle_p50_s": pct(joint, 50),
+            "cycle_max_s": max(joint),
+            "replans_within_half_horizon": max(joint) <= horizon / 2,
+        }
+
+    # -- main -------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        import diffusers
+        import torch
+
+        from cosmos3_ros import __version__
+        from cosmos3_ros.core.synthetic import moving_scene_frame
+        from cosmos3_ros.runtime.nano import build_random_components, parameter_count
+
+        c = self.cfg
+        cuda = c.device.startswith("cuda")
+        res = self.res
+        gpu = torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine()
+        res.update(
+            device=f"{gpu} ({c.device})",
+            gpu=gpu,
+            date=_dt.date.today().isoformat(),
+            command=c.command,
+            argv=list(sys.argv),
+            size=c.size,
+            dtype=c.dtype,
+            frame=[c.height, c.width],
+            settings={
+                "tier": c.tier,
+                "chunk": c.chunk,
+                "domain": c.domain_name,
+                "guidance": c.guidance,
+                "fps": c.fps,
+                "seed": c.seed,
+                "steps": list(c.steps),
+                "prompt": c.prompt,
+            },
+            repeats=c.repeats,
+            versions={
+                "cosmos3_ros": __version__,
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+                "cuda": torch.version.cuda,
+                "python": platform.python_version(),
+            },
+        )
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = False
+        res.update(self._guard("gemm", lambda: measure_gemm(c.device, c.dtype)) or {})
+        t0 = time.perf_counter()
+        components = build_random_components(c.size, device=c.device, dtype=c.dtype, seed=c.seed)
+        self._sync()
+        res["build_s"] = time.perf_counter() - t0
+        res["transformer_params"] = parameter_count(components["transformer"])
+        res["vae_params"] = parameter_count(components["vae"])
+        res["weights_gib"] = self._mem()[0]
+        tcfg = components["transformer"].config
+        frame = moving_scene_frame(0.0, c.height, c.width)
+        if "stock" in c.variants:
+            self.run_stock(components, frame)
+            self._checkpoint(tcfg)
+        rt = None
+        if "ours" in c.variants:
+            rt = self._guard("ours", lambda: self.run_ours(components, frame))
+            self._checkpoint(tcfg)
+        if "exact" in c.variants and cuda:
+            self._guard(
+                "exact",
+                lambda: self.run_ours(
+                    components,
+                    frame,
+                    prefix="ours_exact",
+                    compile=False,
+                    cuda_graphs=False,
+                    fuse=False,
+                    attention="stock",
+                    vae_autotune=False,
+                    sync_free_scheduler=False,
+                    vae_channels_last=False,
+                ),
+            )
+            self._checkpoint(tcfg)
+        if "fp8" in c.variants and cuda:
+            self._guard("fp8", lambda: self.run_ours(components, frame, prefix="ours_fp8", fp8=True))
+            self._checkpoint(tcfg)
+        if "loop" in c.variants and rt is not None and c.loop_cycles > 0:
+            self._guard("loop", lambda: self.run_loop(rt, c.loop_cycles))
+            self._checkpoint(tcfg)
+        if "micro" in c.variants and cuda and self.tokens:
+            res["micro"] = self._guard(
+                "micro", lambda: microbench(tcfg, self.tokens["text"], self.tokens["gen"], c.device)
+            )
+            lat = self._latent_shape
+            if lat is not None:
+                res["micro_vae_decode"] = self._guard(
+                    "micro_vae", lambda: vae_decode_micro(components["vae"], lat, c.device)
+                )
+            self._checkpoint(tcfg)
+        if "autotune" in c.variants and cuda:
+            # Exploration: inductor's max-autotune (Triton GEMM templates with fused epilogues vs cuBLAS).
+            self._guard(
+                "autotune",
+                lambda: self.run_ours(
+                    components,
+                    frame,
+                    prefix="ours_autotune",
+                    plan=[("policy", "policy", c.steps[0])],
+                    compile="max-autotune-no-cudagraphs",
+                ),
+            )
+            self._checkpoint(tcfg)
+        if "vae_cl" in c.variants and cuda:
+            # The decode with the decoder's default memory format (the runtime's default is channels-last).
+            s_main = c.steps[0]
+            cl_plan = [("fd", "fd", s_main), ("policy_video", "policy_video", s_main)]
+            self._guard(
+                "vae_cl",
+                lambda: self.run_ours(
+                    components, frame, prefix="ours_vae_default", plan=cl_plan, vae_channels_last=False
+                ),
+            )
+        self._summarise(tcfg)
+        return res
+
+    def _summarise(self, tcfg):
+        res = self.res
+        calls = res["calls"]
+        s_main = self.cfg.steps[0]
+
+        def total(name):
+            return (calls.get(name) or {}).get("total_s")
+
+        res["tokens"] = self.tokens
+        if self.tokens and res.get("gemm_tflops"):
+            fl = transformer_flops(tcfg, self.tokens["text"], self.tokens["gen"])
+            rate = res["gemm_tflops"] * 1e12
+            res["flops_per_forward_tflop"] = fl["stock_forward"] / 1e12
+            res["floor_s"] = fl["stock_forward"] * s_main / rate
+            res["floor_text_cached_s"] = (fl["gen_stream"] * s_main + fl["text_stream"]) / rate
+            res["flops_split_tflop"] = {k: v / 1e12 for k, v in fl.items()}
+        else:
+            res["floor_s"] = None
+        res["stock_policy_decoded_s"] = total("stock_policy_decoded")
+        res["stock_policy_latent_s"] = total("stock_policy_latent")
+        res["stock_fd_s"] = total("stock_fd")
+        res["ours_policy_s"] = total("ours_policy")
+        res["ours_policy_video_s"] = total("ours_policy_video")
+        res["ours_fd_s"] = total("ours_fd")
+        for s in self.cfg.steps[1:]:
+            res[f"stock_policy_latent_{s}_s"] = total(f"stock_policy_latent_{s}")
+            res[f"stock_fd_{s}_s"] = total(f"stock_fd_{s}")
+            res[f"ours_policy_{s}_s"] = total(f"ours_policy_{s}")
+            res[f"ours_fd_{s}_s"] = total(f"ours_fd_{s}")
+        res["action_rel_error"] = (calls.get("ours_policy") or {}).get("action_rel_error")
+        for s in self.cfg.steps[1:]:
+            res[f"action_rel_error_{s}"] = (calls.get(f"ours_policy_{s}") or {}).get("action_rel_error")
+        res["ours_exact_policy_s"] = total("ours_exact_policy")
+        res["ours_exact_action_rel_error"] = (calls.get("ours_exact_policy") or {}).get("action_rel_error")
+        res["ours_fp8_policy_s"] = total("ours_fp8_policy")
+        res["ours_autotune_policy_s"] = total("ours_autotune_policy")
+        res["ours_autotune_action_rel_error"] = (calls.get("ours_autotune_policy") or {}).get("action_rel_error")
+        res["ours_fp8_action_rel_error"] = (calls.get("ours_fp8_policy") or {}).get("action_rel_error")
+        a, b = res.get("stock_policy_decoded_s"), res.get("stock_policy_latent_s")
+        sd, sl = (
+            self._stock_outputs_get("stock_policy_decoded_actions"),
+            self._stock_outputs_get("stock_policy_latent_actions"),
+        )
+        if sd is not None and sl is not None:
+            res["stock_decoded_vs_latent_action_rel_error"] = rel_l2(sd, sl)
+
+        def ratio(x, y):
+            return x / y if x and y else None
+
+        res["speedup_policy_vs_stock_latent"] = ratio(b, res["ours_policy_s"])
+        res["speedup_policy_vs_stock_decoded"] = ratio(a, res["ours_policy_s"])
+        res["speedup_policy_video_vs_stock_decoded"] = ratio(a, res["ours_policy_video_s"])
+        res["speedup_fd_vs_stock"] = ratio(res["stock_fd_s"], res["ours_fd_s"])
+        for s in self.cfg.steps[1:]:
+            res[f"speedup_policy_{s}_vs_stock_latent"] = ratio(
+                res[f"stock_policy_latent_{s}_s"], res[f"ours_policy_{s}_s"]
+            )
+            res[f"speedup_fd_{s}_vs_stock"] = ratio(res[f"stock_fd_{s}_s"], res[f"ours_fd_{s}_s"])
+        res["ours_over_floor"] = ratio(res["ours_policy_s"], res.get("floor_s"))
+        ok = {}
+        if res["ours_policy_s"] is not None:
+            ok["policy_30_le_1_25_s"] = res["ours_policy_s"] <= BARS["policy_30_s_max"]
+        if res["speedup_policy_vs_stock_latent"] is not None:
+            ok["policy_speedup_ge_2_2"] = (
+                res["speedup_policy_vs_stock_latent"] >= BARS["policy_speedup_vs_stock_latent_min"]
+            )
+        if res["action_rel_error"] is not None:
+            ok["action_rel_error_le_2e_2"] = res["action_rel_error"] <= BARS["action_rel_error_max"]
+        if res["speedup_fd_vs_stock"] is not None:
+            ok["fd_speedup_ge_2"] = res["speedup_fd_vs_stock"] >= BARS["fd_speedup_vs_stock_min"]
+        res["bars"] = ok
+
+    def _checkpoint(self, tcfg):
+        """Write the results so far (a run cut short still leaves its numbers)."""
+        try:
+            self._summarise(tcfg)
+            write_results(self.res, self.cfg.out_dir, self.cfg.tag)
+        except Exception as exc:  # never let reporting kill the measurement
+            log.warning("could not write partial results: %s", exc)
+
+    def _stock_outputs_get(self, key):
+        return getattr(self, "_stock_outputs", {}).get(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt(x, unit="s", nd=3):
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    if unit == "ms":
+        return f"{x * 1e3:.1f} ms"
+    if unit == "x":
+        return f"{x:.2f}x"
+    if unit == "e":
+        return f"{x:.2e}"
+    if unit == "gib":
+        return f"{x:.1f} GiB"
+    return f"{x:.{nd}f} s"
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    """The results as a markdown report with the exact command."""
+    calls = res.get("calls", {})
+    lines = [
+        f"# cosmos3-ros bench: {res.get('size')} on {res.get('device')}, {res.get('date')}",
+        "",
+        "Command:",
+        "",
+        "```",
+        res.get("command", ""),
+        "```",
+        "",
+        f"Random weights ({res.get('transformer_params', 0) / 1e9:.2f} B transformer parameters), "
+        f"{res.get('dtype')}, frame {res['frame'][1]}x{res['frame'][0]}, tier {res['settings']['tier']}, "
+        f"chunk {res['settings']['chunk']}, domain {res['settings']['domain']}, "
+        f"guidance {res['settings']['guidance']}, "
+        f"seed {res['settings']['seed']}; tokens {res.get('tokens')}. Totals are medians of {res.get('repeats')} "
+        "calls after warm-up; per step is the median step; VAE columns time `vae.encode`/`vae.decode`.",
+        "",
+        "| call | steps | total | per step | VAE encode | VAE decode | peak GPU mem | vs stock | actions vs stock |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    stock_ref = {
+        "policy": "stock_policy_latent",
+        "policy_video": "stock_policy_decoded",
+        "fd": "stock_fd",
+    }
+    for name, c in calls.items():
+        ref = None
+        if name.startswith("ours"):
+            kind = c.get("mode")
+            base = stock_ref.get(kind, "")
+            if c.get("steps") != res["settings"]["steps"][0] and kind != "policy_video":
+                base = f"{base}_{c.get('steps')}"
+            ref = (calls.get(base) or {}).get("total_s")
+        speed = _fmt(ref / c["total_s"], "x") if ref and c.get("total_s") else "-"
+        err = c.get("action_rel_error")
+        dev = c.get("frames_vs_stock")
+        acc = _fmt(err, "e") if err is not None else (f"frames PSNR {dev['psnr_db']:.1f} dB" if dev else "-")
+        lines.append(
+            f"| {name} | {c.get('steps')} | {_fmt(c.get('total_s'))} | {_fmt(c.get('step_median_s'), 'ms')} | "
+            f"{_fmt(c.get('vae_encode_s'))} | {_fmt(c.get('vae_decode_s'))} | {_fmt(c.get('peak_mem_gib'), 'gib')} | "
+            f"{speed} | {acc} |"
+        )
+    lines += [
+        "",
+        "| summary | value |",
+        "| --- | --- |",
+        f"| bf16 GEMM rate ({res.get('gemm_n')}^3) | {res.get('gemm_tflops', 0):.0f} TFLOP/s |",
+        f"| FLOPs of one stock forward | {res.get('flops_per_forward_tflop') or 0:.1f} TFLOP |",
+        f"| compute floor, {res['settings']['steps'][0]} steps (stock FLOPs / GEMM rate) | "
+        f"{_fmt(res.get('floor_s'))} |",
+        f"| floor with the text stream computed once | {_fmt(res.get('floor_text_cached_s'))} |",
+        f"| ours, policy {res['settings']['steps'][0]} steps | {_fmt(res.get('ours_policy_s'))} |",
+        f"| speed-up vs stock latent / decoded | {_fmt(res.get('speedup_policy_vs_stock_latent'), 'x')} / "
+        f"{_fmt(res.get('speedup_policy_vs_stock_decoded'), 'x')} |",
+        f"| speed-up forward_dynamics (decoded) | {_fmt(res.get('speedup_fd_vs_stock'), 'x')} |",
+        f"| action_rel_error (ours vs stock, same seed) | {_fmt(res.get('action_rel_error'), 'e')} |",
+        f"| exact variant (text cache only): time / action error | {_fmt(res.get('ours_exact_policy_s'))} / "
+        f"{_fmt(res.get('ours_exact_action_rel_error'), 'e')} |",
+        f"| opt-in FP8: time / action error | {_fmt(res.get('ours_fp8_policy_s'))} / "
+        f"{_fmt(res.get('ours_fp8_action_rel_error'), 'e')} |",
+        f"| cold start (warm-up incl. compile + graph capture) | {_fmt(res.get('ours_cold_start_s'))} |",
+        f"| first policy call after warm-up | {_fmt(res.get('ours_first_call_after_warmup_s'))} |",
+        f"| stock warm-up call (2 steps) | {_fmt(res.get('stock_warmup_s'))} |",
+    ]
+    loop = res.get("loop")
+    if loop:
+        lines += [
+            f"| loop: chunks per second (policy + forecast, {loop['cycles']} cycles) | {loop['chunks_per_s']:.2f} |",
+            f"| loop: cycle p50 / p95 / max | {_fmt(loop['cycle_p50_s'])} / {_fmt(loop['cycle_p95_s'])} / "
+            f"{_fmt(loop['cycle_max_s'])} |",
+            f"| loop: policy p50 / max | {_fmt(loop['policy_p50_s'])} / {_fmt(loop['policy_max_s'])} |",
+            f"| loop: replans within half a chunk ({loop['half_horizon_s']:.1f} s) | "
+            f"{'yes' if loop['replans_within_half_horizon'] else 'no'} (policy alone: "
+            f"{'yes' if loop['policy_within_half_horizon'] else 'no'}) |",
+        ]
+    joint = res.get("loop_joint_forecast")
+    if joint:
+        lines += [
+            f"| loop alternative: policy with its own video as the forecast ({joint['cycles']} cycles): "
+            f"chunks/s, cycle p50 / max | {joint['chunks_per_s']:.2f}, {_fmt(joint['cycle_p50_s'])} / "
+            f"{_fmt(joint['cycle_max_s'])} (within half a chunk: "
+            f"{'yes' if joint['replans_within_half_horizon'] else 'no'}) |",
+        ]
+    bars = res.get("bars") or {}
+    if bars:
+        lines += ["", "Bars: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in bars.items())]
+    micro = res.get("micro")
+    if micro:
+        lines += [
+            "",
+            f"Micro: generation-stream GEMMs {micro.get('gen_gemm_tflops', 0):.0f} TFLOP/s, "
+            f"{_fmt(micro.get('gen_gemm_s_per_step'), 'ms')} per step (bf16), "
+            f"{_fmt(micro.get('gen_gemm_fp8_s_per_step'), 'ms')} (fp8 incl. quantization); attention per step: "
+            + ", ".join(
+                f"{k} {_fmt(v.get('s_per_step'), 'ms')}" if "s_per_step" in v else f"{k} n/a"
+                for k, v in (micro.get("attention") or {}).items()
+            ),
+        ]
+    replay = res.get("ours_graph_replay_ms")
+    if replay:
+        lines += [
+            "",
+            "One captured denoising step of the transformer alone (CUDA graph replay, GPU time): "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in replay.items()),
+        ]
+    vae = res.get("micro_vae_decode")
+    if vae:
+        lines += [
+            "",
+            f"VAE decode of {vae.get('latent_shape')}: default {vae.get('default_ms', 0):.0f} ms, cuDNN autotuned "
+            f"{vae.get('cudnn_benchmark_ms', 0):.0f} ms, channels-last {vae.get('channels_last_ms', 0):.0f} ms "
+            f"(PSNR vs default {vae.get('channels_last_psnr_db', 0):.1f} dB)",
+        ]
+    if res.get("errors"):
+        lines += ["", "Errors:"] + [f"- {k}: {v.splitlines()[0]}" for k, v in res["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(res: dict[str, Any], out_dir: str | Path, tag: str = "") -> tuple[Path, Path]:
+    """Write ``<date>-<gpu>[-tag].json`` and ``.md`` under ``out_dir``; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = gpu_slug(res.get("gpu", "")) if "cuda" in res.get("device", "") else f"cpu-{res.get('size')}"
+    stem = f"{res.get('date')}-{gpu}" + (f"-{_slug(tag)}" if tag else "")
+    jp, mp = out / f"{stem}.json", out / f"{stem}.md"
+    jp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
+    mp.write_text(to_markdown(res))
+    return jp, mp
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

@@ -1,0 +1,104 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""``cosmos3-ros bench`` on the CPU with the tiny model: a smoke test of shapes and keys, plus its helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cosmos3_ros.runtime.benchmark import REQUIRED_KEYS, frame_deviation, gpu_slug, rel_l2, transformer_flops
+
+
+def test_bench_cpu_tiny_smoke(tmp_path, capsys):
+    from cosmos3_ros.cli import main
+
+    rc = main(
+        [
+            "bench",
+            "--device", "cpu", "--size", "tiny",
+            "--height", "48", "--width", "64", "--image-size", "256",
+            "--steps", "2", "--repeats", "1", "--loop-cycles", "1",
+            "--variants", "stock,ours,loop",
+            "--out-dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    (jp,) = tmp_path.glob("*-cpu-tiny.json")
+    (mp,) = tmp_path.glob("*-cpu-tiny.md")
+    res = json.loads(jp.read_text())
+    for key in REQUIRED_KEYS:
+        assert key in res, key
+    assert not res["errors"], res["errors"]
+    assert res["device"].endswith("(cpu)") and res["size"] == "tiny"
+    # On the CPU the runtime's levers are exact: same actions and frames as the stock pipeline.
+    assert res["action_rel_error"] == 0.0
+    assert res["calls"]["ours_fd"]["frames_vs_stock"]["max_abs"] == 0
+    assert res["stock_decoded_vs_latent_action_rel_error"] == 0.0
+    for name in (
+        "stock_policy_decoded",
+        "stock_policy_latent",
+        "stock_fd",
+        "ours_policy",
+        "ours_policy_video",
+        "ours_fd",
+    ):
+        call = res["calls"][name]
+        assert call["total_s"] > 0 and call["step_median_s"] > 0 and call["steps"] == 2, name
+    assert res["calls"]["ours_policy_video"]["frames_vs_stock"]["max_abs"] == 0
+    assert res["tokens"]["text"] > 0 and res["tokens"]["gen"] > 0
+    assert res["floor_s"] > 0 and res["floor_text_cached_s"] < res["floor_s"]
+    assert res["ours_cold_start_s"] > 0
+    loop = res["loop"]
+    assert loop["cycles"] == 1 and loop["chunks_per_s"] > 0 and isinstance(loop["replans_within_half_horizon"], bool)
+    assert set(res["bars"]) >= {"action_rel_error_le_2e_2", "policy_speedup_ge_2_2"}
+    md = mp.read_text()
+    assert "cosmos3-ros bench --device cpu --size tiny" in md
+    assert "| ours_policy | 2 |" in md
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_rel_l2_and_frame_deviation():
+    a = np.array([[3.0, 4.0]])
+    assert rel_l2(a, a) == 0.0
+    assert rel_l2(np.zeros_like(a), a) == pytest.approx(1.0)
+    f = np.zeros((2, 4, 4, 3), np.uint8)
+    g = f.copy()
+    g[0, 0, 0, 0] = 10
+    d = frame_deviation(g, f)
+    assert d["max_abs"] == 10 and d["mean_abs"] == pytest.approx(10 / f.size)
+    assert math.isinf(frame_deviation(f, f)["psnr_db"])
+
+
+def test_gpu_slug():
+    assert gpu_slug("NVIDIA H100 80GB HBM3") == "h100"
+    assert gpu_slug("NVIDIA H200") == "h200"
+    assert gpu_slug("NVIDIA A100-SXM4-80GB") == "a100"
+
+
+def test_nano_flops_match_the_facts():
+    from types import SimpleNamespace
+
+    from cosmos3_ros.runtime.nano import NANO_TRANSFORMER
+
+    cfg = SimpleNamespace(**NANO_TRANSFORMER)
+    fl = transformer_flops(cfg, 307, 1516)
+    # cosmos3-facts.md: about 28 TFLOP per forward at 1823 tokens.
+    assert 26e12 < fl["stock_forward"] < 29e12
+    assert fl["stock_forward"] == pytest.approx(fl["text_stream"] + fl["gen_stream"])
+
+
+def test_variants_argument_is_validated():
+    import argparse
+
+    from cosmos3_ros.commands.bench import _int_list, _variants
+
+    assert _variants("stock,ours") == ("stock", "ours")
+    assert _int_list("30,10") == (30, 10)
+    with pytest.raises(argparse.ArgumentTypeError):
+        _variants("stock,warp")
+    with pytest.raises(argparse.ArgumentTypeError):
+        _int_list("0")

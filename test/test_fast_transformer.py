@@ -1,0 +1,221 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""The fast forward on the tiny model, on CPU: text cache exact, fused layer within float32 noise, fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cosmos3_ros.core.settings import PolicySettings
+from cosmos3_ros.runtime.fast_transformer import (
+    FastCosmos3Forward,
+    FastOptions,
+    _fuse_linears,
+    fused_gen_layer,
+)
+from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+
+S = PolicySettings(prompt="stack the blocks", num_steps=3, image_size=256)
+
+
+@pytest.fixture(scope="module")
+def small_frame():
+    from cosmos3_ros.core.synthetic import moving_scene_frame
+
+    return moving_scene_frame(0.4, 96, 128)
+
+
+@pytest.fixture(scope="module")
+def stock_rt(tiny_model):
+    return Cosmos3PolicyRuntime(str(tiny_model), device="cpu", fast=False)
+
+
+@pytest.fixture(scope="module")
+def exact_rt(tiny_model):
+    return Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
+
+
+def test_cpu_defaults_are_the_exact_levers(exact_rt):
+    opts = exact_rt.fast_options
+    assert opts.exact and opts.text_cache and not (opts.fuse or opts.compile or opts.cuda_graphs)
+    assert opts.sync_free_scheduler  # bit-identical on CPU, so on by default
+    assert exact_rt.pipe.fast_forward is not None
+
+
+def test_cuda_defaults_resolve_without_a_gpu():
+    opts = FastOptions.resolve("cuda:0")
+    assert opts.fuse and opts.compile and opts.cuda_graphs and opts.vae_autotune and opts.uniform_time_embed
+    assert opts.attention == "sdpa" and not opts.fp8 and not opts.exact
+    assert opts.vae_channels_last and opts.sync_free_scheduler and opts.compile_mode is None
+    tuned = FastOptions.resolve("cuda", compile="max-autotune-no-cudagraphs")
+    assert tuned.compile and tuned.compile_mode == "max-autotune-no-cudagraphs"
+    assert FastOptions.resolve("cuda", fp8=True).fp8
+    assert not FastOptions.resolve("cuda", fast=False).text_cache
+    with pytest.raises(ValueError, match="fp8 needs a CUDA"):
+        FastOptions.resolve("cpu", fp8=True)
+    with pytest.raises(ValueError, match="cuda_graphs needs"):
+        FastOptions.resolve("cpu", cuda_graphs=True)
+    with pytest.raises(ValueError, match="attention"):
+        FastOptions.resolve("cpu", attention="bogus")
+
+
+def test_text_cache_policy_is_bit_identical_to_stock(exact_rt, stock_rt, small_frame):
+    for settings in (S, S.replace(seed=5, guidance=2.0, negative_prompt="blurry")):
+        ours = exact_rt.policy(small_frame, settings, return_latents=True)
+        ref = stock_rt.policy(small_frame, settings, return_latents=True)
+        np.testing.assert_array_equal(ours.actions, ref.actions)
+        np.testing.assert_array_equal(ours.latents, ref.latents)
+    stats = exact_rt.pipe.fast_forward.stats
+    assert stats["fast_steps"] > 0 and stats["stock_steps"] == 0
+
+
+def test_text_cache_forward_dynamics_frames_identical(exact_rt, stock_rt, small_frame):
+    actions = np.linspace(-1, 1, 16 * 10, dtype=np.float32).reshape(16, 10)
+    ours = exact_rt.forward_dynamics(small_frame, actions, S)
+    ref = stock_rt.forward_dynamics(small_frame, actions, S)
+    np.testing.assert_array_equal(ours.frames, ref.frames)
+
+
+def test_text_stream_runs_once_per_caption(tiny_model, small_frame):
+    rt = Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
+    ff = rt.pipe.fast_forward
+    rt.policy(small_frame, S)
+    rt.policy(small_frame, S.replace(seed=9))
+    assert ff.stats["text_misses"] == 1 and ff.stats["plans"] == 1
+    rt.policy(small_frame, S.replace(prompt="open the drawer"))
+    assert ff.stats["text_misses"] == 2
+
+
+def test_fused_layers_match_stock_within_float32_noise(tiny_model, stock_rt, small_frame):
+    rt = Cosmos3PolicyRuntime(str(tiny_model), device="cpu", fuse=True, attention="sdpa")
+    assert rt.fast_options.fuse and rt.fast_options.uniform_time_embed and not rt.fast_options.exact
+    ours = rt.policy(small_frame, S, return_latents=True)
+    ref = stock_rt.policy(small_frame, S, return_latents=True)
+    np.testing.assert_allclose(ours.actions, ref.actions, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ours.latents, ref.latents, rtol=0, atol=1e-4)
+    # The module weights became views into the fused tensors: the stock modules still compute the same.
+    layer = rt.pipe.transformer.layers[0]
+    fused = rt.pipe.fast_forward._weights[0]["qkv"]
+    assert layer.self_attn.add_q_proj.weight.data_ptr() == fused.data_ptr()
+
+
+def test_fuse_linears_reuses_and_keeps_values():
+    torch.manual_seed(0)
+    lins = [torch.nn.Linear(8, 3, bias=False), torch.nn.Linear(8, 5, bias=False)]
+    before = [lin.weight.detach().clone() for lin in lins]
+    fused = _fuse_linears(lins)
+    assert fused.shape == (8, 8) and _fuse_linears(lins) is fused
+    for lin, w in zip(lins, before, strict=True):
+        torch.testing.assert_close(lin.weight.detach(), w, rtol=0, atol=0)
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(x @ fused.t(), torch.cat([lin(x) for lin in lins], dim=-1), rtol=0, atol=1e-6)
+
+
+def test_fused_gen_layer_equals_reference_layer(tiny_model):
+    from cosmos3_ros.runtime.nano import build_random_components
+
+    tr = build_random_components("tiny", seed=3)["transformer"]
+    ff = FastCosmos3Forward(tr, FastOptions(fuse=True))
+    ff.prepare()
+    g = torch.Generator().manual_seed(0)
+    n, u = 7, 5
+    cfg = tr.config
+    x = torch.randn(n, cfg.hidden_size, generator=g)
+    cos = torch.randn(n, 1, cfg.head_dim, generator=g)
+    sin = torch.randn(n, 1, cfg.head_dim, generator=g)
+    k = torch.randn(u, cfg.num_key_value_heads, cfg.head_dim, generator=g)
+    v = torch.randn(u, cfg.num_key_value_heads, cfg.head_dim, generator=g)
+    with torch.no_grad():
+        ref = ff._ref_gen_layer(tr.layers[0], x, cos, sin, k, v)
+        got = fused_gen_layer(
+            x, cos, sin, k, v, ff._weights[0], ff.n_heads, ff.n_kv, ff.head_dim, ff.inter, ff.eps, "sdpa"
+        )
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_calls_fall_back_to_stock(tiny_model, small_frame):
+    rt = Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
+    ff = rt.pipe.fast_forward
+    with torch.enable_grad():
+        assert ff._unsupported((), {}) == "gradients enabled"
+    with torch.no_grad():
+        assert ff._unsupported((1,), {}) == "positional arguments"
+        assert ff._unsupported((), {"sound_tokens": [torch.zeros(1)]}) == "sound"
+    # Through a whole call: a step cache on the transformer makes every step take the stock path.
+    tr = rt.pipe.transformer
+    tr._cache_config = object()  # what CacheMixin.enable_cache leaves behind
+    try:
+        rt.policy(small_frame, S)
+    finally:
+        tr._cache_config = None
+    assert ff.stats["fast_steps"] == 0 and ff.stats["stock_steps"] == S.num_steps
+    assert ff.last_fallback == "a step cache is enabled"
+
+
+def test_fast_forward_is_only_installed_during_calls(exact_rt, small_frame):
+    tr = exact_rt.pipe.transformer
+    exact_rt.policy(small_frame, S)
+    assert "forward" not in tr.__dict__
+
+
+def test_channels_last_decoder_frames_within_one_level(tiny_model, small_frame, exact_rt):
+    actions = np.linspace(-1, 1, 16 * 10, dtype=np.float32).reshape(16, 10)
+    ref = exact_rt.forward_dynamics(small_frame, actions, S).frames
+    rt = Cosmos3PolicyRuntime(str(tiny_model), device="cpu", vae_channels_last=True)
+    assert rt.fast_options.vae_channels_last and not rt.fast_options.exact
+    got = rt.forward_dynamics(small_frame, actions, S).frames
+    assert got.shape == ref.shape
+    assert np.abs(got.astype(np.int16) - ref.astype(np.int16)).max() <= 2
+
+
+def test_preprocess_fast_path_equals_stock():
+    from diffusers.video_processor import VideoProcessor
+
+    from cosmos3_ros.runtime.pipeline import _cached_preprocess
+
+    vp = VideoProcessor(vae_scale_factor=16, resample="bilinear")
+    rng = np.random.default_rng(0)
+    for shape in [(96, 128, 3), (50, 64, 3)]:  # on the fast path, and one that needs the stock resize
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        ref = vp.preprocess_video([img])
+        with _cached_preprocess(vp, torch.device("cpu")):
+            first = vp.preprocess_video([img])
+            second = vp.preprocess_video([img])
+        assert torch.equal(first, ref) and torch.equal(second, ref)
+    assert "preprocess_video" not in vp.__dict__
+
+
+def test_memoized_walks_answer_like_diffusers_and_are_removed_after(exact_rt, small_frame):
+    from diffusers.models import modeling_utils as mu
+    from diffusers.pipelines.cosmos import mixed_precision as mp
+
+    from cosmos3_ros.runtime.pipeline import _memoized_walks
+
+    originals = (mu.get_parameter_device, mu.get_parameter_dtype, mp._is_modelopt_fp8_backend)
+    tr, vae = exact_rt.pipe.transformer, exact_rt.pipe.vae
+    expected = (tr.device, tr.dtype, vae.dtype)
+    memo: dict = {}
+    with _memoized_walks(tr, (tr, vae), memo):
+        assert mu.get_parameter_device is not originals[0]
+        with _memoized_walks(tr, (tr, vae), memo):  # nested calls keep the wrappers
+            pass
+        assert (tr.device, tr.dtype, vae.dtype) == expected == (tr.device, tr.dtype, vae.dtype)
+        assert mp._is_modelopt_fp8_backend(tr, None) is False and memo
+        other = torch.nn.Linear(2, 2)
+        assert mu.get_parameter_dtype(other) == torch.float32  # other modules pass through
+    assert (mu.get_parameter_device, mu.get_parameter_dtype, mp._is_modelopt_fp8_backend) == originals
+    exact_rt.policy(small_frame, S)
+    assert (mu.get_parameter_device, mu.get_parameter_dtype, mp._is_modelopt_fp8_backend) == originals
+
+
+def test_fused_weights_follow_a_moved_model(tiny_model, small_frame):
+    rt = Cosmos3PolicyRuntime(str(tiny_model), device="cpu", fuse=True)
+    first = rt.policy(small_frame, S).actions
+    ff = rt.pipe.fast_forward
+    old = ff._weights[0]["qkv"]
+    rt.pipe.transformer.to(torch.float64).to(torch.float32)  # .to() replaces every weight: views are gone
+    again = rt.policy(small_frame, S).actions
+    assert ff._weights[0]["qkv"] is not old
+    np.testing.assert_allclose(again, first, rtol=0, atol=1e-4)
