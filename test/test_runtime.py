@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cosmos3_ros.core.settings import NonFiniteOutputError, PolicySettings
 from cosmos3_ros.runtime.runtime import CheckpointNotFoundError, Cosmos3PolicyRuntime, resolve_checkpoint
@@ -23,7 +24,7 @@ def runtime(tiny_model):
 
 
 def _stock_policy(path, image, settings: PolicySettings, output_type="latent"):
-    """Call Cosmos3OmniPipeline directly, the way its docs show."""
+    """Call Cosmos3OmniPipeline directly, the way its docs show (a PIL image)."""
     from diffusers import Cosmos3OmniPipeline
     from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
 
@@ -35,7 +36,7 @@ def _stock_policy(path, image, settings: PolicySettings, output_type="latent"):
             chunk_size=settings.action_chunk_size,
             domain_name=settings.domain_name,
             resolution_tier=settings.image_size,
-            image=image,
+            image=Image.fromarray(image),
         ),
         num_inference_steps=settings.num_steps,
         guidance_scale=settings.guidance,
@@ -79,7 +80,7 @@ def test_forward_dynamics_equals_stock(runtime, tiny_model, frame):
             mode="forward_dynamics",
             chunk_size=4,
             domain_name=settings.domain_name,
-            image=frame,
+            image=Image.fromarray(frame),
             raw_actions=torch.from_numpy(actions),
         ),
         num_inference_steps=settings.num_steps,
@@ -232,3 +233,21 @@ def test_domain_table_matches_diffusers():
     assert p._EMBODIMENT_TO_RAW_ACTION_DIM == DOMAIN_ACTION_WIDTH
     assert sorted(int(k) for k in p._ACTION_RESOLUTION_BINS) == list(RESOLUTION_TIERS)
     assert set(p._ACTION_VIEWPOINT_TEMPLATES) == set(VIEW_POINTS)
+
+
+def test_conditioning_frame_is_normalised_to_unit_range(runtime, frame):
+    """The VAE must see pixels in [-1, 1]: diffusers leaves uint8 numpy frames unscaled, so we pass PIL."""
+    seen = []
+    original = runtime.pipe._encode_video
+
+    def spy(x):
+        seen.append((float(x.min()), float(x.max())))
+        return original(x)
+
+    runtime.pipe._encode_video = spy
+    try:
+        runtime.policy(frame, FAST)
+    finally:
+        runtime.pipe._encode_video = original
+    lo, hi = seen[0]
+    assert -1.0 <= lo and hi <= 1.0 and hi - lo > 1.0
