@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +434,7 @@ class Bench:
             chunk_size=c.chunk,
             domain_name=c.domain_name,
             resolution_tier=c.tier,
-            image=frame,
+            image=PILImage.fromarray(frame),  # as the docs pass it (a uint8 numpy frame is left unscaled)
             raw_actions=None if actions is None else torch.from_numpy(np.asarray(actions, dtype=np.float32)),
         )
         step_ends: list[float] = []
