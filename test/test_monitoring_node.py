@@ -143,4 +143,6 @@ def test_recording_survives_sigterm(tiny_model, tmp_path):
     recorded_stamps = {(m.msg.header.stamp.sec, m.msg.header.stamp.nanosec) for m in recorded}
     for m in received:
         assert (m.header.stamp.sec, m.header.stamp.nanosec) in recorded_stamps
-    assert topics[TOPIC] > 0 and topics.get("/cosmos3_policy/chunk_timing", 0) >= len(received)
+    # A chunk's timing record is written when its request completes (after its forecast): the last chunk's
+    # forecast may still be running when the signal arrives.
+    assert topics[TOPIC] > 0 and topics.get("/cosmos3_policy/chunk_timing", 0) >= len(received) - 1
