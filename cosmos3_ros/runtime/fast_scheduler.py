@@ -44,24 +44,15 @@ class SyncFreeUniPCMultistepScheduler(UniPCMultistepScheduler):
     def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None):
         super().set_timesteps(num_inference_steps, device=None, sigmas=sigmas, mu=mu)
 
-    def multistep_uni_p_bh_update(self, model_output, *args, sample=None, order=None, **kwargs):
-        if args or kwargs or self.solver_p or sample is None or order is None:
-            return super().multistep_uni_p_bh_update(model_output, *args, sample=sample, order=order, **kwargs)
+    def _uni_terms(self, m0, lambda_s0, h, order: int, newest: int):
+        """The terms the UniP predictor and UniC corrector share (as in diffusers): the scaled differences of
+        the previous model outputs ``D1s`` (a list), ``R``, ``b``, ``h_phi_1`` and ``B_h``. ``newest`` is
+        the sigma index of ``m0`` (the predictor's step index; the corrector's minus one)."""
         model_output_list = self.model_outputs
-        m0 = model_output_list[-1]
-        x = sample
-        device = sample.device
-        sigma_t, sigma_s0 = self.sigmas[self.step_index + 1], self.sigmas[self.step_index]
-        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(sigma_t)
-        alpha_s0, sigma_s0 = self._sigma_to_alpha_sigma_t(sigma_s0)
-        lambda_t = torch.log(alpha_t) - torch.log(sigma_t)
-        lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
-        h = lambda_t - lambda_s0
-
         rks = []
         D1s = []  # noqa: N806 (stock name)
         for i in range(1, order):
-            si = self.step_index - i
+            si = newest - i
             mi = model_output_list[-(i + 1)]
             alpha_si, sigma_si = self._sigma_to_alpha_sigma_t(self.sigmas[si])
             lambda_si = torch.log(alpha_si) - torch.log(sigma_si)
@@ -90,6 +81,23 @@ class SyncFreeUniPCMultistepScheduler(UniPCMultistepScheduler):
             h_phi_k = h_phi_k / hh - 1 / factorial_i
         R = torch.stack(R)  # noqa: N806
         b = torch.stack(b) if len(b) > 0 else torch.tensor(b)
+        return D1s, R, b, h_phi_1, B_h
+
+    def multistep_uni_p_bh_update(self, model_output, *args, sample=None, order=None, **kwargs):
+        if args or kwargs or self.solver_p or sample is None or order is None:
+            return super().multistep_uni_p_bh_update(model_output, *args, sample=sample, order=order, **kwargs)
+        model_output_list = self.model_outputs
+        m0 = model_output_list[-1]
+        x = sample
+        device = sample.device
+        sigma_t, sigma_s0 = self.sigmas[self.step_index + 1], self.sigmas[self.step_index]
+        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(sigma_t)
+        alpha_s0, sigma_s0 = self._sigma_to_alpha_sigma_t(sigma_s0)
+        lambda_t = torch.log(alpha_t) - torch.log(sigma_t)
+        lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
+        h = lambda_t - lambda_s0
+
+        D1s, R, b, h_phi_1, B_h = self._uni_terms(m0, lambda_s0, h, order, self.step_index)  # noqa: N806
 
         if len(D1s) > 0:
             D1s = torch.stack(D1s, dim=1)  # noqa: N806
@@ -129,38 +137,7 @@ class SyncFreeUniPCMultistepScheduler(UniPCMultistepScheduler):
         lambda_s0 = torch.log(alpha_s0) - torch.log(sigma_s0)
         h = lambda_t - lambda_s0
 
-        rks = []
-        D1s = []  # noqa: N806
-        for i in range(1, order):
-            si = self.step_index - (i + 1)
-            mi = model_output_list[-(i + 1)]
-            alpha_si, sigma_si = self._sigma_to_alpha_sigma_t(self.sigmas[si])
-            lambda_si = torch.log(alpha_si) - torch.log(sigma_si)
-            rk = (lambda_si - lambda_s0) / h
-            rks.append(rk)
-            D1s.append((mi - m0) / rk)
-        rks.append(torch.ones(()))
-        rks = torch.stack(rks)
-
-        R = []  # noqa: N806
-        b = []
-        hh = -h if self.predict_x0 else h
-        h_phi_1 = torch.expm1(hh)
-        h_phi_k = h_phi_1 / hh - 1
-        factorial_i = 1
-        if self.config.solver_type == "bh1":
-            B_h = hh  # noqa: N806
-        elif self.config.solver_type == "bh2":
-            B_h = torch.expm1(hh)  # noqa: N806
-        else:
-            raise NotImplementedError()
-        for i in range(1, order + 1):
-            R.append(torch.pow(rks, i - 1))
-            b.append(h_phi_k * factorial_i / B_h)
-            factorial_i *= i + 1
-            h_phi_k = h_phi_k / hh - 1 / factorial_i
-        R = torch.stack(R)  # noqa: N806
-        b = torch.stack(b) if len(b) > 0 else torch.tensor(b)
+        D1s, R, b, h_phi_1, B_h = self._uni_terms(m0, lambda_s0, h, order, self.step_index - 1)  # noqa: N806
 
         D1s = torch.stack(D1s, dim=1) if len(D1s) > 0 else None  # noqa: N806
         if order == 1:
