@@ -340,3 +340,32 @@ def test_sim_time_with_clock_publisher(graph, tiny_model):
     stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
     assert 1000.0 < stamp < sim + 1e-6  # observation time in sim time, not wall time
     assert abs(node.now() - sim) < 1.0
+
+
+def test_compressed_camera_topic(graph, tiny_model):
+    import io
+
+    from PIL import Image as PILImage
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage
+
+    topic = "/cam/image_raw/compressed"
+    node = _start(graph, tiny_model, camera_topics=[topic])
+    test = graph.node("tester")
+    pub = test.create_publisher(CompressedImage, topic, qos_profile_sensor_data)
+    got = Collector(test, JointTrajectory, "/cosmos3_policy/joint_trajectory")
+    buf = io.BytesIO()
+    PILImage.fromarray(FRAME).save(buf, format="JPEG", quality=90)
+
+    def send() -> bool:
+        msg = CompressedImage(format="rgb8; jpeg compressed bgr8", data=buf.getvalue())
+        msg.header.stamp = test.get_clock().now().to_msg()
+        pub.publish(msg)
+        bad = CompressedImage(format="jpeg", data=buf.getvalue()[:200])  # truncated jpeg
+        bad.header.stamp = test.get_clock().now().to_msg()
+        pub.publish(bad)
+        return len(got) >= 1
+
+    graph.wait_for(send, timeout=30, period=0.1)
+    assert node.controller.counters.get(f"frames.{topic}") >= 1
+    assert sum(v for k, v in node.controller.counters.snapshot().items() if k.startswith("rejected_frames.")) >= 1
