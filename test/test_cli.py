@@ -79,45 +79,13 @@ def test_make_tiny_model_then_predict_policy_and_forward_dynamics(tmp_path):
 def test_predict_errors_are_clear(tmp_path, tiny_model):
     png = tmp_path / "frame.png"
     Image.fromarray(moving_scene_frame(0.0)).save(png)
-    r = _cli("predict", "--model", str(tmp_path / "nope"), "--image", str(png), "--out", str(tmp_path / "o.npz"))
-    assert r.returncode == 2 and "no such directory" in r.stderr
-    r = _cli(
-        "predict",
-        "--model",
-        str(tiny_model),
-        "--image",
-        str(png),
-        "--domain",
-        "mars_rover",
-        "--out",
-        str(tmp_path / "o.npz"),
-    )
-    assert r.returncode == 2 and "unknown domain_name 'mars_rover'" in r.stderr
-    r = _cli(
-        "predict", "--model", str(tiny_model), "--image", str(png), "--chunk", "0", "--out", str(tmp_path / "o.npz")
-    )
-    assert r.returncode == 2 and "action_chunk_size must be an integer >= 1" in r.stderr
-    r = _cli(
-        "predict",
-        "--model",
-        str(tiny_model),
-        "--image",
-        str(png),
-        "--image-size",
-        "512",
-        "--out",
-        str(tmp_path / "o.npz"),
-    )
-    assert r.returncode == 2 and "invalid choice: 512" in r.stderr
-    r = _cli(
-        "predict",
-        "--model",
-        str(tiny_model),
-        "--image",
-        str(png),
-        "--mode",
-        "forward_dynamics",
-        "--out",
-        str(tmp_path / "o.npz"),
-    )
-    assert r.returncode == 2 and "needs --actions" in r.stderr
+    cases = [
+        (["--model", str(tmp_path / "nope")], "no such directory"),
+        (["--model", str(tiny_model), "--domain", "mars_rover"], "unknown domain_name 'mars_rover'"),
+        (["--model", str(tiny_model), "--chunk", "0"], "action_chunk_size must be an integer >= 1"),
+        (["--model", str(tiny_model), "--image-size", "512"], "invalid choice: 512"),
+        (["--model", str(tiny_model), "--mode", "forward_dynamics"], "needs --actions"),
+    ]
+    for args, message in cases:
+        r = _cli("predict", *args, "--image", str(png), "--out", str(tmp_path / "o.npz"))
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr[-2000:])
