@@ -135,7 +135,6 @@ class PolicyNode(LifecycleNode):
         self._subs: list[Any] = []
         self._timers: list[Any] = []
         self._last_warn: dict[str, float] = {}
-        self._joint_state: JointState | None = None
         self._traj_pub = None
         self._cmd_pub = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -411,7 +410,6 @@ class PolicyNode(LifecycleNode):
     def _on_joint_state(self, msg: JointState) -> None:
         """Robot state for backends that take it: joints whose name contains "gripper" or "finger" go to
         ``observation/gripper_position``, the others to ``observation/joint_position`` (sidecar backend)."""
-        self._joint_state = msg
         backend = self.backend
         setter = getattr(backend, "set_robot_state", None)
         if setter is None or len(msg.position) != len(msg.name):
