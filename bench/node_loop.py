@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     model = args.model
     if model is None:
-        from cosmos3_ros.runtime.tiny import make_tiny_model
+        from cosmos3_ros.bench.tiny import make_tiny_model
 
         tmp = tempfile.TemporaryDirectory()
         model = str(make_tiny_model(Path(tmp.name) / "tiny"))

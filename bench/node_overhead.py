@@ -104,7 +104,7 @@ def cases() -> dict[str, Callable[[], Any]]:
 
     # The whole node path for one rgb8 camera, without model time: take, decode, buffer, build the observation
     # (newest frame, staleness check, composition), turn a chunk into a JointTrajectory and publish it.
-    from cosmos3_ros.core.controller import ControllerConfig, PolicyController
+    from cosmos3_ros.control.controller import ControllerConfig, PolicyController
     from cosmos3_ros.core.settings import PolicySettings
     from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times, default_joint_names
     from cosmos3_ros.ros.policy_node import trajectory_to_msg

@@ -147,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         serve_stub(args.serve_stub, args.width)
         return 0
 
-    from cosmos3_ros.backends.sidecar import SidecarBackend
     from cosmos3_ros.core.settings import PolicySettings
-    from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.sidecar.client import SidecarBackend
 
     tmp = None
     model = args.model
     if model is None:
-        from cosmos3_ros.runtime.tiny import make_tiny_model
+        from cosmos3_ros.bench.tiny import make_tiny_model
 
         tmp = tempfile.TemporaryDirectory(prefix="cosmos3-bench-")
         model = str(make_tiny_model(Path(tmp.name) / "tiny", seed=0))

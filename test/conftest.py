@@ -19,7 +19,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Set COSMOS3_ROS_TINY_MODEL to reuse a checkpoint across runs (it is written there if absent).
     """
-    from cosmos3_ros.runtime.tiny import make_tiny_model
+    from cosmos3_ros.bench.tiny import make_tiny_model
 
     cached = os.environ.get("COSMOS3_ROS_TINY_MODEL")
     if cached:

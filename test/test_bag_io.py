@@ -15,8 +15,8 @@ import pytest
 from PIL import Image as PILImage
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from cosmos3_ros.bag_io import BagError, BagMessage, frame_from_msg, open_bag
-from cosmos3_ros.recording import BagRecorder, get_ros2_typestore
+from cosmos3_ros.bags.reader import BagError, BagMessage, frame_from_msg, open_bag
+from cosmos3_ros.bags.recorder import BagRecorder, get_ros2_typestore
 
 STORAGES = ["mcap", "sqlite3"]
 SUFFIX = {"mcap": ".mcap", "sqlite3": ".db3"}

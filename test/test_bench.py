@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from cosmos3_ros.runtime.benchmark import REQUIRED_KEYS, frame_deviation, gpu_slug, rel_l2, transformer_flops
+from cosmos3_ros.bench.benchmark import REQUIRED_KEYS, frame_deviation, gpu_slug, rel_l2, transformer_flops
 
 
 def test_bench_cpu_tiny_smoke(tmp_path, capsys):
@@ -82,7 +82,7 @@ def test_gpu_slug():
 def test_nano_flops_match_the_facts():
     from types import SimpleNamespace
 
-    from cosmos3_ros.runtime.nano import NANO_TRANSFORMER
+    from cosmos3_ros.bench.nano import NANO_TRANSFORMER
 
     cfg = SimpleNamespace(**NANO_TRANSFORMER)
     fl = transformer_flops(cfg, 307, 1516)

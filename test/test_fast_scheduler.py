@@ -10,8 +10,8 @@ import pytest
 import torch
 from diffusers import UniPCMultistepScheduler
 
-from cosmos3_ros.runtime.fast_scheduler import SyncFreeUniPCMultistepScheduler, sync_free
-from cosmos3_ros.runtime.tiny import RELEASED_SCHEDULER
+from cosmos3_ros.bench.tiny import RELEASED_SCHEDULER
+from cosmos3_ros.model.fast_scheduler import SyncFreeUniPCMultistepScheduler, sync_free
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from cosmos3_ros.core.settings import PolicySettings
-from cosmos3_ros.runtime.fast_transformer import (
+from cosmos3_ros.model.fast_transformer import (
     FastCosmos3Forward,
     FastOptions,
     _fuse_linears,
     fused_gen_layer,
 )
-from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
 S = PolicySettings(prompt="stack the blocks", num_steps=3, image_size=256)
 
@@ -114,7 +114,7 @@ def test_fuse_linears_reuses_and_keeps_values():
 
 
 def test_fused_gen_layer_equals_reference_layer(tiny_model):
-    from cosmos3_ros.runtime.nano import build_random_components
+    from cosmos3_ros.bench.nano import build_random_components
 
     tr = build_random_components("tiny", seed=3)["transformer"]
     ff = FastCosmos3Forward(tr, FastOptions(fuse=True))
@@ -173,7 +173,7 @@ def test_channels_last_decoder_frames_within_one_level(tiny_model, small_frame, 
 def test_preprocess_fast_path_equals_stock():
     from diffusers.video_processor import VideoProcessor
 
-    from cosmos3_ros.runtime.pipeline import _cached_preprocess
+    from cosmos3_ros.model.pipeline import _cached_preprocess
 
     vp = VideoProcessor(vae_scale_factor=16, resample="bilinear")
     rng = np.random.default_rng(0)
@@ -191,7 +191,7 @@ def test_memoized_walks_answer_like_diffusers_and_are_removed_after(exact_rt, sm
     from diffusers.models import modeling_utils as mu
     from diffusers.pipelines.cosmos import mixed_precision as mp
 
-    from cosmos3_ros.runtime.pipeline import _memoized_walks
+    from cosmos3_ros.model.pipeline import _memoized_walks
 
     originals = (mu.get_parameter_device, mu.get_parameter_dtype, mp._is_modelopt_fp8_backend)
     tr, vae = exact_rt.pipe.transformer, exact_rt.pipe.vae

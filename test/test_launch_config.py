@@ -16,7 +16,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosgraph import Graph
 
-from cosmos3_ros.config import load_params_file
+from cosmos3_ros.control.config import load_params_file
 from cosmos3_ros.ros.params import PARAMS
 from cosmos3_ros.ros.policy_node import PolicyNode
 

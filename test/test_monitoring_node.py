@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory
 
-from cosmos3_ros.bag_io import open_bag
+from cosmos3_ros.bags.reader import open_bag
 from cosmos3_ros.core.synthetic import moving_scene_frame
 from cosmos3_ros.ros.policy_node import PolicyNode
 

@@ -99,7 +99,7 @@ def test_chunks_are_well_formed_trajectories(graph, tiny_model):
 
 
 def test_stamp_equals_observation_and_actions_equal_runtime(graph, tiny_model):
-    from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
     node = _start(graph, tiny_model)
     test = graph.node("tester")

@@ -20,7 +20,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader
 
-from cosmos3_ros.recording import BagRecorder, RecorderError, get_ros2_typestore, stamp_to_ns
+from cosmos3_ros.bags.recorder import BagRecorder, RecorderError, get_ros2_typestore, stamp_to_ns
 
 STORAGES = ["mcap", "sqlite3"]
 REPO = Path(__file__).resolve().parents[1]
@@ -300,7 +300,7 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
     import numpy as np
-    from cosmos3_ros.recording import BagRecorder
+    from cosmos3_ros.bags.recorder import BagRecorder
 
     path, storage, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     rec = BagRecorder(path, storage=storage, max_queue=100000).start()

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmos3_ros.bag_io import open_bag
+from cosmos3_ros.bags.reader import open_bag
+from cosmos3_ros.bags.recorder import BagRecorder
 from cosmos3_ros.commands.replay import replay
 from cosmos3_ros.core.synthetic import moving_scene_frame
-from cosmos3_ros.recording import BagRecorder
 
 CAM = "/camera/image_raw"
 

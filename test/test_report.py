@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cosmos3_ros import report
+from cosmos3_ros.bags import report
+from cosmos3_ros.bags.report import ChunkRecord, FrameStrip, LatencyRecord, ReportData, render_html, write_report
 from cosmos3_ros.core.monitoring import ErrorSample, ForecastTracker
 from cosmos3_ros.core.synthetic import moving_scene_frame
-from cosmos3_ros.report import ChunkRecord, FrameStrip, LatencyRecord, ReportData, render_html, write_report
 
 SRC = re.compile(r'\b(?:src|href)\s*=\s*"([^"]*)"', re.IGNORECASE)
 

@@ -30,10 +30,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from cosmos3_ros.backends.sidecar import SidecarBackend
 from cosmos3_ros.core.backend import BackendError, PolicyBackend
 from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.sidecar import protocol as proto
+from cosmos3_ros.sidecar.client import SidecarBackend
 
 TOKEN = "s3cret-token"
 #: Requests in these tests override the server defaults (num_steps 2) on purpose.
@@ -144,7 +144,7 @@ def strict_server(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runtime(tiny_model):
-    from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
     return Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
 

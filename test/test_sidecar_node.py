@@ -56,7 +56,7 @@ def sidecar(tiny_model, tmp_path):
 
 
 def test_node_with_sidecar_publishes_the_in_process_actions(sidecar, tiny_model):
-    from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
     g = Graph()
     try:

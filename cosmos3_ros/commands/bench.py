@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write the results."""
     import torch
 
+    from cosmos3_ros.bench.benchmark import Bench, BenchConfig, write_results
     from cosmos3_ros.core.settings import resolve_domain
-    from cosmos3_ros.runtime.benchmark import Bench, BenchConfig, write_results
 
     device = args.device
     if device == "auto":

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     tmp = None
     model = args.model
     if model is None:
-        from cosmos3_ros.runtime.tiny import make_tiny_model
+        from cosmos3_ros.bench.tiny import make_tiny_model
 
         tmp = tempfile.TemporaryDirectory(prefix="cosmos3-demo-")
         model = str(make_tiny_model(Path(tmp.name) / "tiny"))

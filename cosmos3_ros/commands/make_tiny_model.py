@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the checkpoint."""
-    from cosmos3_ros.runtime.tiny import make_tiny_model
+    from cosmos3_ros.bench.tiny import make_tiny_model
 
     t0 = time.perf_counter()
     path = make_tiny_model(args.out_dir, seed=args.seed)

@@ -88,7 +88,7 @@ def load_image(path: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     """Run the call and write the result."""
-    from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
     settings = settings_from_args(args)
     if not Path(args.image).is_file():

@@ -3,7 +3,8 @@
 """``cosmos3-ros replay``: run the node's policy loop offline on a rosbag2 bag, on bag time.
 
 The same parameter file as the node configures the same controller, backend, forecasting and drift
-monitoring (:mod:`cosmos3_ros.config`, :class:`cosmos3_ros.loop.PolicyLoop`). Frames are fed in bag order;
+monitoring (:mod:`cosmos3_ros.control.config`, :class:`cosmos3_ros.control.loop.PolicyLoop`).
+Frames are fed in bag order;
 the control loop ticks at every frame of the reference camera, and each model call completes at the
 bag time of the frame that triggered it (inference is instantaneous in bag time), so two replays of
 one bag with one seed give identical actions. The output bag (MCAP) holds the input frames, every
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
-    from cosmos3_ros.config import load_params_file
+    from cosmos3_ros.control.config import load_params_file
 
     values = load_params_file(args.params_file)
     for item in args.param:
@@ -95,11 +96,11 @@ def replay(
     """Replay ``in_bag`` with the given parameter values; returns a summary dict."""
     from tqdm import tqdm
 
-    from cosmos3_ros.bag_io import BagError, frame_from_msg, open_bag
-    from cosmos3_ros.config import build_controller, loop_options, make_backend, resolve_values
+    from cosmos3_ros.bags.reader import BagError, frame_from_msg, open_bag
+    from cosmos3_ros.bags.recorder import BagRecorder
+    from cosmos3_ros.control.config import build_controller, loop_options, make_backend, resolve_values
+    from cosmos3_ros.control.loop import LoopRecords, PolicyLoop
     from cosmos3_ros.core.images import ImageDecodeError
-    from cosmos3_ros.loop import LoopRecords, PolicyLoop
-    from cosmos3_ros.recording import BagRecorder
 
     values = resolve_values(values_overrides)
     controller = build_controller(values)
@@ -181,7 +182,7 @@ def replay(
 
 
 def _write_report(path, loop, records, controller, values, summary) -> None:
-    from cosmos3_ros.report import ChunkRecord, FrameStrip, LatencyRecord, ReportData, write_report
+    from cosmos3_ros.bags.report import ChunkRecord, FrameStrip, LatencyRecord, ReportData, write_report
 
     strips = []
     if loop.tracker.worst_chunk is not None:

@@ -81,7 +81,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model, warm up, serve until SIGINT/SIGTERM."""
     from cosmos3_ros.core.backend import BackendError
-    from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
     from cosmos3_ros.sidecar.server import SidecarServer
 
     if not getattr(args, "verbose", False):

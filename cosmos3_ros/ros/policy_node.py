@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """``cosmos3_policy``: the lifecycle node that runs Cosmos 3 as the robot's policy.
 
-Thin rclpy shell over :class:`cosmos3_ros.core.controller.PolicyController`: camera callbacks decode
+Thin rclpy shell over :class:`cosmos3_ros.control.controller.PolicyController`: camera callbacks decode
 and buffer frames, a control timer asks the controller what to do, inference runs on a worker thread
 (never in a callback, never blocking the executor), and results are published as
 ``trajectory_msgs/JointTrajectory`` (plus ``sensor_msgs/JointState`` streaming in joint_state mode).
@@ -41,15 +41,15 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from cosmos3_ros.config import build_controller, loop_options, make_backend
+from cosmos3_ros.control.config import build_controller, loop_options, make_backend
+from cosmos3_ros.control.controller import PolicyController
+from cosmos3_ros.control.loop import PolicyLoop
 from cosmos3_ros.core.backend import PolicyBackend
-from cosmos3_ros.core.controller import PolicyController
 from cosmos3_ros.core.images import ImageDecodeError
 from cosmos3_ros.core.monitoring import DriftState, ErrorSample
 from cosmos3_ros.core.settings import SettingsError
 from cosmos3_ros.core.stats import LatencyStats, RateEstimator
 from cosmos3_ros.core.trajectory import Trajectory
-from cosmos3_ros.loop import PolicyLoop
 from cosmos3_ros.ros.convert import (
     compressed_msg_to_rgb,
     image_msg_to_rgb,
@@ -262,7 +262,7 @@ class PolicyNode(LifecycleNode):
         try:
             options = loop_options(values, self.get_fully_qualified_name())
             if values["record_path"]:
-                from cosmos3_ros.recording import BagRecorder
+                from cosmos3_ros.bags.recorder import BagRecorder
 
                 self.recorder = BagRecorder(values["record_path"], storage="mcap").start()
                 self.get_logger().info(f"recording to {values['record_path']} (MCAP)")

@@ -4,5 +4,5 @@
 
 ``protocol`` (pure: numpy + msgpack) defines the encoding and the request/reply schema;
 ``server`` runs the websocket server (``cosmos3-ros sidecar``). The client side is
-:class:`cosmos3_ros.backends.sidecar.SidecarBackend`; the real ``openpi-client`` works too.
+:class:`cosmos3_ros.sidecar.client.SidecarBackend`; the real ``openpi-client`` works too.
 """

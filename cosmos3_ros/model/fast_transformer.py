@@ -26,8 +26,8 @@ Levers, by exactness:
 * **FP8 (opt-in, changes numbers).** Generation-stream GEMMs in float8 e4m3 with per-row
   activation and per-channel weight scales (``torch._scaled_mm``).
 
-The pipeline (:mod:`cosmos3_ros.runtime.pipeline`) and the sync-free scheduler
-(:mod:`cosmos3_ros.runtime.fast_scheduler`) remove the host syncs around each step, so the
+The pipeline (:mod:`cosmos3_ros.model.pipeline`) and the sync-free scheduler
+(:mod:`cosmos3_ros.model.fast_scheduler`) remove the host syncs around each step, so the
 captured steps run back to back; ``bench/README.md`` has the measured effect of each lever.
 
 Anything the fast path does not cover (sound, context parallel, custom attention processors,

@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """One policy loop, shared by the live node and the offline replay (no ROS imports).
 
-``PolicyLoop`` wires the pure :class:`~cosmos3_ros.core.controller.PolicyController` to a model backend,
+``PolicyLoop`` wires the pure :class:`~cosmos3_ros.control.controller.PolicyController` to a model backend,
 forecast monitoring (:mod:`cosmos3_ros.core.monitoring`) and optional recording
-(:class:`~cosmos3_ros.recording.BagRecorder`). What is published live goes through a ``LoopSink``; the
+(:class:`~cosmos3_ros.bags.recorder.BagRecorder`). What is published live goes through a ``LoopSink``; the
 node's sink turns it into ROS messages, the replay's sink collects it for the report.
 
 Threading: ``on_frame`` and ``step`` are called from ROS callbacks (cheap, never block on the model);
@@ -29,9 +29,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cosmos3_ros.control.controller import InferenceRequest, PolicyController
 from cosmos3_ros.core.backend import PolicyBackend
 from cosmos3_ros.core.compose import compose
-from cosmos3_ros.core.controller import InferenceRequest, PolicyController
 from cosmos3_ros.core.monitoring import DriftMonitor, DriftState, ErrorSample, ForecastTracker
 from cosmos3_ros.core.settings import ActionChunk
 from cosmos3_ros.core.stats import LatencyStats

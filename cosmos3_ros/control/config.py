@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
+from cosmos3_ros.control.controller import ControllerConfig, PolicyController
+from cosmos3_ros.control.loop import LoopOptions
 from cosmos3_ros.core.backend import PolicyBackend
-from cosmos3_ros.core.controller import ControllerConfig, PolicyController
 from cosmos3_ros.core.trajectory import ActionMapping, default_joint_names
-from cosmos3_ros.loop import LoopOptions
 from cosmos3_ros.ros.params import PARAMS, SPEC_BY_NAME, check_value, settings_from_values
 
 #: Parameters every rclpy node has; accepted in parameter files, not ours to validate.
@@ -116,14 +116,14 @@ def loop_options(values: dict[str, Any], topic_prefix: str, *, enforce_budget: b
 def make_backend(values: dict[str, Any]) -> PolicyBackend:
     """The configured backend (heavy imports happen here)."""
     if values["backend"] == "in_process":
-        from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+        from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
         if not values["model"]:
             raise ValueError("parameter 'model' is empty: set it to a checkpoint directory or a cached HF id")
         return Cosmos3PolicyRuntime(
             values["model"], device=values["device"], dtype=values["dtype"], guardrail=values["guardrail"]
         )
-    from cosmos3_ros.backends.sidecar import SidecarBackend
+    from cosmos3_ros.sidecar.client import SidecarBackend
 
     return SidecarBackend(
         values["sidecar_url"], token=values["sidecar_token"] or None, timeout_s=float(values["sidecar_timeout"])

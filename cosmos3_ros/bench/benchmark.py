@@ -228,7 +228,7 @@ def microbench(cfg, und_len: int, gen_len: int, device: str) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    from cosmos3_ros.runtime.fast_transformer import _fp8_linear, _quantize_fp8, attend
+    from cosmos3_ros.model.fast_transformer import _fp8_linear, _quantize_fp8, attend
 
     out: dict[str, Any] = {}
     hid, inter = int(cfg.hidden_size), int(cfg.intermediate_size)
@@ -464,7 +464,7 @@ class Bench:
         return out, total, steps_s
 
     def run_stock(self, components, frame):
-        from cosmos3_ros.runtime.nano import make_pipeline
+        from cosmos3_ros.bench.nano import make_pipeline
 
         pipe = make_pipeline(components)
         vt = _VaeTimer(components["vae"], self._sync)
@@ -530,9 +530,9 @@ class Bench:
     # -- ours -------------------------------------------------------------------------------------
 
     def _ours_runtime(self, components, **options):
-        from cosmos3_ros.runtime.nano import make_pipeline
-        from cosmos3_ros.runtime.pipeline import Cosmos3ActionPipeline
-        from cosmos3_ros.runtime.runtime import Cosmos3PolicyRuntime
+        from cosmos3_ros.bench.nano import make_pipeline
+        from cosmos3_ros.model.pipeline import Cosmos3ActionPipeline
+        from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
         pipe = make_pipeline(components, cls=Cosmos3ActionPipeline)
         return Cosmos3PolicyRuntime.from_pipeline(pipe, model_name=f"random-{self.cfg.size}", **options)
@@ -710,8 +710,8 @@ class Bench:
         import torch
 
         from cosmos3_ros import __version__
+        from cosmos3_ros.bench.nano import build_random_components, parameter_count
         from cosmos3_ros.core.synthetic import moving_scene_frame
-        from cosmos3_ros.runtime.nano import build_random_components, parameter_count
 
         c = self.cfg
         cuda = c.device.startswith("cuda")

@@ -58,7 +58,7 @@ class BagMessage(NamedTuple):
 
 
 def _default_typestore() -> Any:
-    from cosmos3_ros.recording import get_ros2_typestore
+    from cosmos3_ros.bags.recorder import get_ros2_typestore
 
     return get_ros2_typestore()
 

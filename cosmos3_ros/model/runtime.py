@@ -133,7 +133,7 @@ class Cosmos3PolicyRuntime:
         vae_channels_last: bool | str = "auto",
     ) -> None:
 
-        from cosmos3_ros.runtime.pipeline import Cosmos3ActionPipeline
+        from cosmos3_ros.model.pipeline import Cosmos3ActionPipeline
 
         device, dtype = _resolve_device_dtype(device, dtype)
         torch_dtype = _torch_dtype(dtype)
@@ -182,7 +182,7 @@ class Cosmos3PolicyRuntime:
         vae_channels_last: bool | str = "auto",
     ) -> Cosmos3PolicyRuntime:
         """Wrap an already built :class:`Cosmos3ActionPipeline` (e.g. random weights for the bench)."""
-        from cosmos3_ros.runtime.pipeline import Cosmos3ActionPipeline
+        from cosmos3_ros.model.pipeline import Cosmos3ActionPipeline
 
         if not isinstance(pipe, Cosmos3ActionPipeline):
             raise TypeError(f"expected a Cosmos3ActionPipeline, got {type(pipe).__name__}")
@@ -213,8 +213,8 @@ class Cosmos3PolicyRuntime:
         return self
 
     def _setup(self, pipe: Any, *, device: str, dtype: str, guardrail: bool, fast: bool, options: dict) -> None:
-        from cosmos3_ros.runtime.fast_scheduler import sync_free
-        from cosmos3_ros.runtime.fast_transformer import FastCosmos3Forward, FastOptions
+        from cosmos3_ros.model.fast_scheduler import sync_free
+        from cosmos3_ros.model.fast_transformer import FastCosmos3Forward, FastOptions
 
         self.device = device
         self.dtype = dtype
@@ -365,7 +365,7 @@ class Cosmos3PolicyRuntime:
         """Select the checkpoint scheduler (shift None) or the native flow schedule with ``shift``."""
         from diffusers import UniPCMultistepScheduler
 
-        from cosmos3_ros.runtime.fast_scheduler import SyncFreeUniPCMultistepScheduler
+        from cosmos3_ros.model.fast_scheduler import SyncFreeUniPCMultistepScheduler
 
         if shift is None:
             self.pipe.scheduler = self._released_scheduler

@@ -4,7 +4,7 @@
 
 Nothing is downloaded or written to disk: the Nano transformer (about 15.2 B parameters) is
 built directly on the target device in the target dtype, the Wan 2.2 VAE at its full size.
-The tokenizer is the character-level one of :mod:`cosmos3_ros.runtime.tiny`. Dtypes follow
+The tokenizer is the character-level one of :mod:`cosmos3_ros.bench.tiny`. Dtypes follow
 what ``from_pretrained(dtype=...)`` gives for a released checkpoint: everything in ``dtype``
 except the transformer's ``time_embedder`` and the rotary ``inv_freq`` buffer (float32).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from cosmos3_ros.runtime.tiny import RELEASED_SCHEDULER, TINY_TRANSFORMER, TINY_VAE, make_tokenizer
+from cosmos3_ros.bench.tiny import RELEASED_SCHEDULER, TINY_TRANSFORMER, TINY_VAE, make_tokenizer
 
 SIZES = ("tiny", "nano")
 

@@ -9,7 +9,7 @@ Each speed-up keeps actions equal to the stock pipeline's for the same inputs an
   from pixel frame 0 alone, so we preprocess and VAE-encode that one frame and zero-fill the
   other latent frames (they are multiplied by a zero mask).
 * The caller skips the VAE decode when no video is needed (``output_type="latent"``).
-* With a :class:`~cosmos3_ros.runtime.fast_transformer.FastCosmos3Forward` attached
+* With a :class:`~cosmos3_ros.model.fast_transformer.FastCosmos3Forward` attached
   (``fast_forward``), the transformer runs the text stream once per caption and only the
   generation stream per step (exact), plus the GPU levers its options enable (bf16 noise).
   The fast forward is installed on the transformer for the duration of a call only, so a
