@@ -120,12 +120,13 @@ def run_once(args: argparse.Namespace, model: str, forecast_every: int) -> dict[
             k += 1
             time.sleep(1.0 / args.hz)
         time.sleep(0.5)
-        alive = node.controller is not None and spin.is_alive()
-        counters = node.controller.counters.snapshot() if node.controller else {}
-        lat = node.latency.summary()
-        monitor = node.loop.monitor_summary() if node.loop else {}
+        loop = node.loop
+        alive = loop is not None and spin.is_alive()
+        counters = loop.controller.counters.snapshot() if loop else {}
+        lat = loop.policy_latency.summary() if loop else {"p50": float("nan"), "p95": float("nan")}
+        monitor = loop.monitor_summary() if loop else {}
     finally:
-        node._teardown()
+        node.teardown()
         ctx.try_shutdown()
         executor.shutdown()
         spin.join(timeout=5)

@@ -107,7 +107,7 @@ def cases() -> dict[str, Callable[[], Any]]:
     from cosmos3_ros.control.controller import ControllerConfig, PolicyController
     from cosmos3_ros.core.settings import PolicySettings
     from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times, default_joint_names
-    from cosmos3_ros.ros.policy_node import trajectory_to_msg
+    from cosmos3_ros.ros.convert import trajectory_to_msg
 
     controller = PolicyController(
         ControllerConfig(("cam",), ActionMapping.build(default_joint_names("bridge_orig_lerobot", 10))),

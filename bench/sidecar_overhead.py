@@ -87,7 +87,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def serve_stub(port: int, width: int) -> None:
     """Serve a backend that returns zeros immediately (``--serve-stub``; used by the transport measurement)."""
-    from cosmos3_ros.core.settings import ActionChunk, ModelInfo, PolicySettings, Timing
+    from cosmos3_ros.core.results import ActionChunk, ModelInfo, Timing
+    from cosmos3_ros.core.settings import PolicySettings
     from cosmos3_ros.sidecar.server import SidecarServer
 
     class StubBackend:

@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "replay": "cosmos3_ros.commands.replay",
     "sidecar": "cosmos3_ros.commands.sidecar",
     "bench": "cosmos3_ros.commands.bench",
+    "params": "cosmos3_ros.commands.params",
+    "validate-params": "cosmos3_ros.commands.validate_params",
 }
 
 

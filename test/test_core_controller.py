@@ -9,7 +9,8 @@ import pytest
 
 from cosmos3_ros.control.controller import ControllerConfig, PolicyController
 from cosmos3_ros.core.clip_buffer import CameraBuffer, ClipBuffer, Frame, FrameRejectedError
-from cosmos3_ros.core.settings import ActionChunk, PolicySettings, Timing
+from cosmos3_ros.core.results import ActionChunk, Timing
+from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.core.stats import LatencyStats, RateEstimator
 from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times, default_joint_names
 

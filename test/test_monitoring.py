@@ -9,14 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from cosmos3_ros.core.monitoring import (
-    PSNR_CAP_DB,
-    DriftMonitor,
-    ErrorSample,
-    ForecastTracker,
-    area_resize,
-    prediction_error,
-)
+from cosmos3_ros.core.drift import DriftMonitor
+from cosmos3_ros.core.forecast import ErrorSample, ForecastTracker
+from cosmos3_ros.core.metrics import PSNR_CAP_DB, area_resize, prediction_error
 from cosmos3_ros.core.synthetic import moving_scene_frame
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from cosmos3_ros.bags import report
-from cosmos3_ros.bags.report import ChunkRecord, FrameStrip, LatencyRecord, ReportData, render_html, write_report
-from cosmos3_ros.core.monitoring import ErrorSample, ForecastTracker
+from cosmos3_ros.bags.report import ChunkTrace, FrameStrip, LatencyRecord, ReportData, render_html, write_report
+from cosmos3_ros.core.forecast import ErrorSample, ForecastTracker
 from cosmos3_ros.core.synthetic import moving_scene_frame
 
 SRC = re.compile(r'\b(?:src|href)\s*=\s*"([^"]*)"', re.IGNORECASE)
@@ -35,7 +35,7 @@ def replay_like_data(dims: int = 3) -> ReportData:
         t = t0 + i * dt
         if i % 8 == 0:
             cid = i // 8
-            chunks.append(ChunkRecord(t, rng.normal(size=(horizon, dims)).cumsum(axis=0) * 0.05, dt, cid))
+            chunks.append(ChunkTrace(t, rng.normal(size=(horizon, dims)).cumsum(axis=0) * 0.05, dt, cid))
             drift = 0.4 if cid % 4 == 3 else 0.0
             stamps = [t + (k + 1) * dt for k in range(horizon)]
             tracker.add_forecast(cid, stamps, np.stack([scene(s - t0 + drift * (k + 1)) for k, s in enumerate(stamps)]))

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from cosmos3_ros.bench.tiny import make_tiny_model
-from cosmos3_ros.core.settings import NonFiniteOutputError, PolicySettings
+from cosmos3_ros.core.results import NonFiniteOutputError
+from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.model.runtime import CheckpointNotFoundError, Cosmos3PolicyRuntime, resolve_checkpoint
 
 FAST = PolicySettings(prompt="pick up the red cup", num_steps=4)

@@ -7,15 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosmos3_ros.core.settings import (
-    ActionChunk,
-    NonFiniteOutputError,
-    PolicySettings,
-    SettingsError,
-    Timing,
-    validate_actions,
-    validate_image,
-)
+from cosmos3_ros.core.results import ActionChunk, NonFiniteOutputError, Timing
+from cosmos3_ros.core.settings import PolicySettings, SettingsError, validate_actions, validate_image
 
 
 def test_defaults_match_recommended_action_settings():

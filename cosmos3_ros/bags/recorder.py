@@ -303,7 +303,7 @@ class BagRecorder:
             if img.dtype != np.uint8:
                 img = np.clip(np.rint(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
             if scale < 1.0:
-                from cosmos3_ros.core.monitoring import area_resize
+                from cosmos3_ros.core.metrics import area_resize
 
                 h, w = img.shape[:2]
                 size = (max(1, round(w * scale)), max(1, round(h * scale)))

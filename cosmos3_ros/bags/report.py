@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkRecord", "FrameStrip", "LatencyRecord", "ReportData", "render_html", "write_report"]
+__all__ = ["ChunkTrace", "FrameStrip", "LatencyRecord", "ReportData", "render_html", "write_report"]
 
 #: Most action dimensions drawn (the rest are listed as omitted).
 MAX_ACTION_DIMS = 32
@@ -43,7 +43,7 @@ MAX_STRIP_COLUMNS = 8
 
 
 @dataclass
-class ChunkRecord:
+class ChunkTrace:
     """One published action chunk: observed at ``stamp`` (s), ``actions`` [T, D], ``dt`` seconds between actions."""
 
     stamp: float
@@ -77,7 +77,7 @@ class FrameStrip:
 
     @classmethod
     def from_chunk_frames(cls, frames: Any, title: str) -> FrameStrip:
-        """From a :class:`cosmos3_ros.core.monitoring.ChunkFrames` (the tracker's best/worst chunk)."""
+        """From a :class:`cosmos3_ros.core.forecast.ChunkFrames` (the tracker's best/worst chunk)."""
         labels = [
             f"k={k}" + ("" if math.isnan(e) else f"  nmse {e:.3g}")
             for k, e in zip(frames.steps, frames.nmse, strict=True)
@@ -89,7 +89,7 @@ class FrameStrip:
 class ReportData:
     """Everything the report shows. Lists may be empty: the section then says there is nothing to show.
 
-    ``chunks`` take :class:`ChunkRecord` or ``(stamp, actions, dt)`` tuples; ``errors`` take any records with
+    ``chunks`` take :class:`ChunkTrace` or ``(stamp, actions, dt)`` tuples; ``errors`` take any records with
     ``stamp``, ``chunk_id``, ``step`` and the ``metric`` attribute (e.g. monitoring's ``ErrorSample``) or dicts with
     those keys; ``latencies`` take :class:`LatencyRecord` or ``(stamp, policy_s, forecast_s)`` tuples.
     """
@@ -110,16 +110,16 @@ class ReportData:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _chunks(items: Sequence[Any]) -> list[ChunkRecord]:
+def _chunks(items: Sequence[Any]) -> list[ChunkTrace]:
     out = []
     for it in items:
-        rec = it if isinstance(it, ChunkRecord) else ChunkRecord(float(it[0]), it[1], float(it[2]))
+        rec = it if isinstance(it, ChunkTrace) else ChunkTrace(float(it[0]), it[1], float(it[2]))
         acts = np.asarray(rec.actions, dtype=np.float64)
         if acts.ndim == 1:
             acts = acts[:, None]
         if acts.ndim != 2 or acts.shape[0] == 0:
             continue
-        out.append(ChunkRecord(float(rec.stamp), acts, float(rec.dt), rec.chunk_id, rec.first_offset))
+        out.append(ChunkTrace(float(rec.stamp), acts, float(rec.dt), rec.chunk_id, rec.first_offset))
     return out
 
 
@@ -182,7 +182,7 @@ def _style_axes(ax: Any) -> None:
 _CHUNK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
-def _actions_png(chunks: list[ChunkRecord], names: list[str] | None, t0: float) -> tuple[str, str]:
+def _actions_png(chunks: list[ChunkTrace], names: list[str] | None, t0: float) -> tuple[str, str]:
     dims = max(c.actions.shape[1] for c in chunks)
     shown = min(dims, MAX_ACTION_DIMS)
     ncols = 1 if shown <= 4 else (2 if shown <= 12 else 3)
@@ -370,7 +370,7 @@ def _fmt(v: Any) -> str:
 
 
 def _computed_summary(
-    data: ReportData, chunks: list[ChunkRecord], values: np.ndarray, lat: list[LatencyRecord]
+    data: ReportData, chunks: list[ChunkTrace], values: np.ndarray, lat: list[LatencyRecord]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"action chunks": len(chunks)}
     if chunks:

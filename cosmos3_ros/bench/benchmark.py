@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
+from cosmos3_ros.core.settings import PolicySettings
+
 log = logging.getLogger(__name__)
 
 #: Keys every results JSON carries (the CI smoke test checks them).
@@ -64,13 +66,10 @@ class BenchConfig:
     steps: tuple[int, ...] = (30, 10)
     repeats: int = 3
     loop_cycles: int = 20
-    seed: int = 0
-    prompt: str = "Pick up the red block and place it in the bowl."
-    domain_name: str = "bridge_orig_lerobot"
-    chunk: int = 16
-    fps: float = 5.0
-    tier: int = 480
-    guidance: float = 1.0
+    #: The sampling settings (the schema's sampling scope); ``num_steps`` is replaced by each of ``steps``.
+    settings: PolicySettings = field(
+        default_factory=lambda: PolicySettings(prompt="Pick up the red block and place it in the bowl.")
+    )
     variants: tuple[str, ...] = ("stock", "ours", "exact", "fp8", "loop", "micro")
     command: str = ""
     out_dir: str = "bench/results"
@@ -406,20 +405,8 @@ class Bench:
         finally:
             log.info("bench: %s done in %.1f s", name, time.perf_counter() - t0)
 
-    def _settings(self, steps: int):
-        from cosmos3_ros.core.settings import PolicySettings
-
-        c = self.cfg
-        return PolicySettings(
-            prompt=c.prompt,
-            domain_name=c.domain_name,
-            action_chunk_size=c.chunk,
-            fps=c.fps,
-            image_size=c.tier,
-            num_steps=steps,
-            guidance=c.guidance,
-            seed=c.seed,
-        )
+    def _settings(self, steps: int) -> PolicySettings:
+        return self.cfg.settings.replace(num_steps=steps)
 
     # -- stock ------------------------------------------------------------------------------------
 
@@ -428,14 +415,15 @@ class Bench:
         import torch
         from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
 
-        c = self.cfg
+        c = self.cfg.settings
         cond = CosmosActionCondition(
             mode=mode,
-            chunk_size=c.chunk,
+            chunk_size=c.action_chunk_size,
             domain_name=c.domain_name,
-            resolution_tier=c.tier,
+            resolution_tier=c.image_size,
             image=PILImage.fromarray(frame),  # as the docs pass it (a uint8 numpy frame is left unscaled)
             raw_actions=None if actions is None else torch.from_numpy(np.asarray(actions, dtype=np.float32)),
+            view_point=c.view_point,
         )
         step_ends: list[float] = []
 
@@ -453,7 +441,8 @@ class Bench:
             num_inference_steps=steps,
             guidance_scale=c.guidance,
             fps=c.fps,
-            use_system_prompt=False,
+            use_system_prompt=c.use_system_prompt,
+            negative_prompt=c.negative_prompt or None,
             generator=generator,
             output_type=output_type,
             callback_on_step_end=on_step if step_timing else None,
@@ -516,10 +505,9 @@ class Bench:
         got = getattr(self, "_stock_outputs", {}).get("stock_policy_latent_actions")
         if got is not None:
             return got
-        from cosmos3_ros.core.settings import DOMAIN_ACTION_WIDTH
-
-        w = DOMAIN_ACTION_WIDTH[self.cfg.domain_name]
-        return np.linspace(-0.5, 0.5, self.cfg.chunk * w, dtype=np.float32).reshape(self.cfg.chunk, w)
+        s = self.cfg.settings
+        w = s.action_width
+        return np.linspace(-0.5, 0.5, s.action_chunk_size * w, dtype=np.float32).reshape(s.action_chunk_size, w)
 
     def _token_hook(self, module, args, kwargs):
         self._latent_shape = tuple(kwargs["vision_tokens"][0].shape)
@@ -663,7 +651,7 @@ class Bench:
             fd.append(t2 - t1)
             cyc.append(t2 - t0)
         wall = time.perf_counter() - t_start
-        horizon = self.cfg.chunk / self.cfg.fps
+        horizon = self.cfg.settings.action_chunk_size / self.cfg.settings.fps
 
         def pct(xs, q):
             return float(np.percentile(np.asarray(xs), q))
@@ -726,16 +714,7 @@ class Bench:
             size=c.size,
             dtype=c.dtype,
             frame=[c.height, c.width],
-            settings={
-                "tier": c.tier,
-                "chunk": c.chunk,
-                "domain": c.domain_name,
-                "guidance": c.guidance,
-                "fps": c.fps,
-                "seed": c.seed,
-                "steps": list(c.steps),
-                "prompt": c.prompt,
-            },
+            settings={**c.settings.to_dict(), "steps": list(c.steps)},
             repeats=c.repeats,
             versions={
                 "cosmos3_ros": __version__,
@@ -749,7 +728,7 @@ class Bench:
             torch.backends.cuda.matmul.allow_tf32 = False
         res.update(self._guard("gemm", lambda: measure_gemm(c.device, c.dtype)) or {})
         t0 = time.perf_counter()
-        components = build_random_components(c.size, device=c.device, dtype=c.dtype, seed=c.seed)
+        components = build_random_components(c.size, device=c.device, dtype=c.dtype, seed=c.settings.seed)
         self._sync()
         res["build_s"] = time.perf_counter() - t0
         res["transformer_params"] = parameter_count(components["transformer"])
@@ -941,8 +920,8 @@ def to_markdown(res: dict[str, Any]) -> str:
         "```",
         "",
         f"Random weights ({res.get('transformer_params', 0) / 1e9:.2f} B transformer parameters), "
-        f"{res.get('dtype')}, frame {res['frame'][1]}x{res['frame'][0]}, tier {res['settings']['tier']}, "
-        f"chunk {res['settings']['chunk']}, domain {res['settings']['domain']}, "
+        f"{res.get('dtype')}, frame {res['frame'][1]}x{res['frame'][0]}, tier {res['settings']['image_size']}, "
+        f"chunk {res['settings']['action_chunk_size']}, domain {res['settings']['domain_name']}, "
         f"guidance {res['settings']['guidance']}, "
         f"seed {res['settings']['seed']}; tokens {res.get('tokens')}. Totals are medians of {res.get('repeats')} "
         "calls after warm-up; per step is the median step; VAE columns time `vae.encode`/`vae.decode`.",

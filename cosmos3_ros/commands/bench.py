@@ -8,10 +8,15 @@ import argparse
 import shlex
 import sys
 
+from cosmos3_ros.commands.flags import add_sampling_flags, settings_from_args
+
 HELP = (
     "benchmark the stock Cosmos3OmniPipeline against our runtime on random weights "
     "(Nano size on a GPU, tiny on CPU): policy and forward_dynamics, timings, parity, sustained loop"
 )
+
+#: The benchmark's own default sampling settings (a realistic prompt); flags override them.
+BENCH_DEFAULTS = {"prompt": "Pick up the red block and place it in the bowl."}
 
 VARIANTS = ("stock", "ours", "exact", "fp8", "loop", "micro", "autotune", "vae_cl")
 
@@ -51,13 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated subset of {','.join(VARIANTS)} (exact, fp8, micro, autotune, vae_cl run on "
         "CUDA only; default: all but autotune and vae_cl)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="weights and noise seed")
-    parser.add_argument("--domain", default="bridge_orig_lerobot", help="embodiment domain")
-    parser.add_argument("--chunk", type=int, default=16, help="actions per chunk")
-    parser.add_argument("--fps", type=float, default=5.0, help="policy rate")
-    parser.add_argument("--image-size", type=int, default=480, help="resolution tier")
     parser.add_argument("--out-dir", default="bench/results", help="where <date>-<gpu>.json and .md go")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
+    add_sampling_flags(
+        parser, defaults=BENCH_DEFAULTS
+    )  # num_steps is replaced by each of --steps; seed also seeds the random weights
 
 
 def command_from_args(args: argparse.Namespace, device: str, size: str, dtype: str) -> str:
@@ -73,13 +76,11 @@ def command_from_args(args: argparse.Namespace, device: str, size: str, dtype: s
         f"--repeats {args.repeats}",
         f"--loop-cycles {args.loop_cycles}",
         f"--variants {','.join(args.variants)}",
-        f"--seed {args.seed}",
-        f"--domain {shlex.quote(args.domain)}",
-        f"--chunk {args.chunk}",
-        f"--fps {args.fps:g}",
-        f"--image-size {args.image_size}",
         f"--out-dir {shlex.quote(args.out_dir)}",
     ]
+    for name, value in settings_from_args(args, BENCH_DEFAULTS).to_dict().items():
+        if name != "num_steps":
+            parts.append(f"--{name} {shlex.quote(str(value))}")
     if args.tag:
         parts.append(f"--tag {shlex.quote(args.tag)}")
     return " ".join(parts)
@@ -90,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from cosmos3_ros.bench.benchmark import Bench, BenchConfig, write_results
-    from cosmos3_ros.core.settings import resolve_domain
 
     device = args.device
     if device == "auto":
@@ -110,11 +110,7 @@ def run(args: argparse.Namespace) -> int:
         steps=tuple(args.steps),
         repeats=max(1, args.repeats),
         loop_cycles=max(0, args.loop_cycles),
-        seed=args.seed,
-        domain_name=resolve_domain(args.domain),
-        chunk=args.chunk,
-        fps=args.fps,
-        tier=args.image_size,
+        settings=settings_from_args(args, BENCH_DEFAULTS),
         variants=tuple(args.variants),
         command=command_from_args(args, device, size, dtype),
         out_dir=args.out_dir,

@@ -109,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
             n = len(received)
         if args.quiet:
             return
-        if len(msg.points) == 1:
+        if _is_hold(msg):
             print(f"  [{time.monotonic() - t_start:6.2f} s] HOLD at last command")
             return
         first = np.asarray(msg.points[0].positions)
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        lat = node.latency.summary()["last"]
+        lat = node.loop.policy_latency.summary()["last"] if node.loop else float("nan")
         print(
             f"  [{time.monotonic() - t_start:6.2f} s] chunk {n}: {len(msg.points)}x{len(msg.joint_names)} "
             f"obs t={stamp:.2f} latency {lat * 1e3:.0f} ms first=[{', '.join(f'{v:+.2f}' for v in first[:4])}, ...]"
@@ -150,18 +150,24 @@ def run(args: argparse.Namespace) -> int:
         cam_timer.cancel()
         executor.shutdown()
         spin.join(timeout=5)
-        node._teardown()  # waits for an in-flight inference; its publishers are still valid
+        node.teardown()
         ctx.try_shutdown()
         if tmp is not None:
             tmp.cleanup()
     return code
 
 
+def _is_hold(msg) -> bool:
+    """A hold is the documented one-point trajectory with a zero stamp ("start on receipt")."""
+    return msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0 and len(msg.points) == 1
+
+
 def _summary(node, received, duration: float) -> int:
-    counters = node.controller.counters.snapshot() if node.controller else {}
-    chunks = [m for _, m in received if len(m.points) > 1]
-    holds = [m for _, m in received if len(m.points) == 1]
-    lat = node.latency.summary()
+    loop = node.loop
+    counters = loop.controller.counters.snapshot() if loop else {}
+    chunks = [m for _, m in received if not _is_hold(m)]
+    holds = [m for _, m in received if _is_hold(m)]
+    lat = loop.policy_latency.summary()
     rates = {t: r.rate() for t, r in node.rates.items()}
     print("\ndemo summary")
     print(f"  chunks received      {len(chunks)} ({len(chunks) / duration:.2f}/s), holds {len(holds)}")
@@ -173,11 +179,19 @@ def _summary(node, received, duration: float) -> int:
         print(f"  input rate           {topic}: {r:.1f} Hz")
     errors = {k: v for k, v in counters.items() if "error" in k or "rejected" in k or "stale" in k}
     print(f"  errors/rejections    {errors or 'none'}")
-    monitor = getattr(node, "monitor_summary", None)
-    if callable(monitor):
-        for line in monitor():
-            print(f"  {line}")
+    for line in _monitor_lines(loop.monitor_summary()):
+        print(f"  {line}")
     nonfinite = sum(1 for m in chunks for p in m.points if not np.isfinite(p.positions).all())
     print(f"  non-finite values    {nonfinite}")
     sys.stdout.flush()
     return 0 if chunks and nonfinite == 0 else 1
+
+
+def _monitor_lines(m: dict) -> list[str]:
+    return [
+        f"forecasts            {m['forecasts']} made, {m['forecast_skipped']} skipped (budget), "
+        f"{m['forecast_errors']} failed; p95 {m['forecast_latency_p95_s'] * 1e3:.0f} ms",
+        f"prediction error     {m['prediction_error_metric']} last {m['prediction_error_last']:.3f}, "
+        f"mean {m['prediction_error_mean']:.3f} over {m['forecast_matched']} matched frames "
+        f"({m['forecast_missed']} missed)",
+    ]

@@ -11,79 +11,33 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmos3_ros.core.settings import DOMAIN_ACTION_WIDTH, RESOLUTION_TIERS, VIEW_POINTS, PolicySettings
+from cosmos3_ros.commands.flags import add_model_flags, add_sampling_flags, settings_from_args
 
 HELP = "run one Cosmos 3 policy (actions) or forward_dynamics (video) call on an image and write an .npz"
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Sampling settings shared by predict, sidecar and bench (names as in hosted Cosmos 3)."""
-    d = PolicySettings()
-    g = parser.add_argument_group("sampling settings")
-    g.add_argument("--prompt", default=d.prompt, help="task instruction")
-    g.add_argument(
-        "--domain",
-        dest="domain_name",
-        default=d.domain_name,
-        help=f"embodiment domain (aliases bridge, droid); one of {sorted(DOMAIN_ACTION_WIDTH)}",
-    )
-    g.add_argument("--chunk", dest="action_chunk_size", type=int, default=d.action_chunk_size, help="actions per chunk")
-    g.add_argument("--fps", type=float, default=d.fps, help="policy rate (must match the embodiment's training fps)")
-    g.add_argument("--image-size", type=int, default=d.image_size, choices=RESOLUTION_TIERS, help="resolution tier")
-    g.add_argument("--num-steps", type=int, default=d.num_steps, help="denoising steps")
-    g.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance (1.0 = off)")
-    g.add_argument(
-        "--shift",
-        type=float,
-        default=None,
-        help="flow shift; when given, the native flow schedule with this shift replaces the checkpoint's",
-    )
-    g.add_argument("--seed", type=int, default=d.seed, help="noise seed")
-    g.add_argument("--view-point", default=d.view_point, choices=VIEW_POINTS, help="camera view point")
-
-
-def settings_from_args(args: argparse.Namespace) -> PolicySettings:
-    """Build validated PolicySettings from parsed arguments."""
-    return PolicySettings(
-        prompt=args.prompt,
-        domain_name=args.domain_name,
-        action_chunk_size=args.action_chunk_size,
-        fps=args.fps,
-        image_size=args.image_size,
-        num_steps=args.num_steps,
-        guidance=args.guidance,
-        shift=args.shift,
-        seed=args.seed,
-        view_point=args.view_point,
-    )
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model selection arguments shared by the commands that load a model."""
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", required=True, help="diffusers-format checkpoint directory or a cached Hugging Face id")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    g.add_argument("--guardrail", action="store_true", help="enable NVIDIA's Cosmos guardrail (needs cosmos-guardrail)")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the arguments."""
-    add_model_arguments(parser)
+    add_model_flags(parser)
     parser.add_argument("--image", required=True, help="observation frame (PNG/JPEG)")
-    parser.add_argument("--mode", choices=["policy", "forward_dynamics"], default="policy")
+    parser.add_argument("--mode", choices=["policy", "forward_dynamics"], default="policy", help="[default: policy]")
     parser.add_argument("--actions", help="forward_dynamics: .npy [T, width] actions (model space)")
     parser.add_argument("--video", action="store_true", help="policy: also decode and save the predicted video")
     parser.add_argument("--out", required=True, help="output .npz")
-    add_settings_arguments(parser)
+    add_sampling_flags(parser)
 
 
 def load_image(path: str) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB."""
-    from PIL import Image
+    """Read an image file as HxWx3 uint8 RGB; ValueError (one clear line) for anything that is not a whole image."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
+    except (OSError, SyntaxError) as exc:  # truncated or corrupt image data
+        raise ValueError(f"{path}: cannot read the image: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ JointTrajectory, the predicted frames, the prediction errors and per-chunk timin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -46,9 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
-    from cosmos3_ros.control.config import load_params_file
+    from cosmos3_ros.core.params_file import read_params_file
 
-    values = load_params_file(args.params_file)
+    report = read_params_file(args.params_file)
+    if not report.ok:
+        raise ValueError("; ".join(report.warnings()))
+    values = dict(report.values)
     for item in args.param:
         if ":=" not in item:
             raise ValueError(f"--param {item!r}: expected NAME:=VALUE")
@@ -59,30 +63,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.device:
         values["device"] = args.device
     return values
-
-
-class _ReplaySink:
-    """Counts what the live node would have published."""
-
-    def __init__(self) -> None:
-        self.trajectories = 0
-        self.holds = 0
-        self.predicted = 0
-
-    def trajectory(self, traj: Any, now: float) -> None:
-        if traj.kind == "hold":
-            self.holds += 1
-        else:
-            self.trajectories += 1
-
-    def predicted_frames(self, chunk_id: int, stamps: list[float], frames: np.ndarray) -> None:
-        self.predicted += len(frames)
-
-    def prediction_errors(self, samples: list, drift: Any) -> None:
-        pass
-
-    def chunk_record(self, record: dict[str, Any]) -> None:
-        pass
 
 
 def replay(
@@ -96,13 +76,16 @@ def replay(
     """Replay ``in_bag`` with the given parameter values; returns a summary dict."""
     from tqdm import tqdm
 
+    from cosmos3_ros.backends import make_backend
     from cosmos3_ros.bags.reader import BagError, frame_from_msg, open_bag
     from cosmos3_ros.bags.recorder import BagRecorder
-    from cosmos3_ros.control.config import build_controller, loop_options, make_backend, resolve_values
-    from cosmos3_ros.control.loop import LoopRecords, PolicyLoop
+    from cosmos3_ros.bags.sinks import RecorderSink, ReportCollector
+    from cosmos3_ros.control.config import build_controller, loop_options, values_from_overrides
+    from cosmos3_ros.control.events import Tee
+    from cosmos3_ros.control.loop import PolicyLoop
     from cosmos3_ros.core.images import ImageDecodeError
 
-    values = resolve_values(values_overrides)
+    values = values_from_overrides(values_overrides)
     controller = build_controller(values)
     cameras = list(controller.config.cameras)
     source = open_bag(in_bag)
@@ -118,18 +101,21 @@ def replay(
         backend = make_backend(values)
         warmup_s = backend.warmup(controller.settings) if values["warmup"] else 0.0
         load_s = time.perf_counter() - t_load
-        recorder = BagRecorder(out, storage="mcap", custom_data={"cosmos3_ros.replay_of": str(in_bag)}).start()
-        records = LoopRecords()
-        sink = _ReplaySink()
+        recorder = BagRecorder(
+            out,
+            storage="mcap",
+            image_every_n=int(values["record_image_every"]),
+            custom_data={"cosmos3_ros.replay_of": str(in_bag)},
+        ).start()
+        collector = ReportCollector()
         clock = {"now": 0.0}
+        options = dataclasses.replace(loop_options(values), enforce_budget=False)  # inference is instant in bag time
         loop = PolicyLoop(
             controller,
             backend,
-            loop_options(values, "/cosmos3_policy", enforce_budget=False),
-            sink,
+            options,
+            Tee(RecorderSink(recorder, "/cosmos3_policy", values["drift_metric"]), collector),
             lambda: clock["now"],
-            recorder=recorder,
-            records=records,
             keep_frames_size=(160, 120),
         )
         rejected = 0
@@ -142,7 +128,7 @@ def replay(
                     frame = frame_from_msg(msg.msgtype, msg.msg)
                 except ImageDecodeError as exc:
                     rejected += 1
-                    controller.counters.inc(f"rejected_frames.{exc.reason}")
+                    loop.reject(msg.topic, msg.stamp, exc.reason, str(exc))
                     continue
                 clock["now"] = msg.stamp
                 loop.on_frame(msg.topic, msg.stamp, np.ascontiguousarray(frame))
@@ -164,10 +150,10 @@ def replay(
         "out_bag": str(out_bag),
         "frames": total,
         "rejected_frames": rejected,
-        "chunks": sink.trajectories,
-        "holds": sink.holds,
-        "predicted_frames": sink.predicted,
-        "prediction_errors": len(records.errors),
+        "chunks": len(collector.chunks),
+        "holds": len(collector.holds),
+        "predicted_frames": collector.forecast_frames,
+        "prediction_errors": len(collector.errors),
         "replay_wall_s": round(wall_s, 3),
         "model_load_s": round(load_s, 3),
         "warmup_s": round(warmup_s, 3),
@@ -176,13 +162,13 @@ def replay(
         **{k: v for k, v in loop.monitor_summary().items() if not isinstance(v, bool)},
     }
     if report:
-        _write_report(report, loop, records, controller, values, summary)
+        _write_report(report, loop, collector, controller, values, summary)
         summary["report"] = str(report)
     return summary
 
 
-def _write_report(path, loop, records, controller, values, summary) -> None:
-    from cosmos3_ros.bags.report import ChunkRecord, FrameStrip, LatencyRecord, ReportData, write_report
+def _write_report(path, loop, collector, controller, values, summary) -> None:
+    from cosmos3_ros.bags.report import FrameStrip, ReportData, write_report
 
     strips = []
     if loop.tracker.worst_chunk is not None:
@@ -192,9 +178,9 @@ def _write_report(path, loop, records, controller, values, summary) -> None:
         strips.append(FrameStrip.from_chunk_frames(best, "Best chunk: predicted vs actual"))
     data = ReportData(
         title=f"cosmos3_ros replay of {Path(summary['in_bag']).name}",
-        chunks=[ChunkRecord(s, a, dt, chunk_id=cid) for s, a, dt, cid in records.chunks],
-        errors=records.errors,
-        latencies=[LatencyRecord(s, p, f, chunk_id=cid) for s, p, f, cid in records.latencies],
+        chunks=collector.chunks,
+        errors=collector.errors,
+        latencies=collector.latencies,
         strips=strips,
         threshold=float(values["drift_threshold"]),
         metric=values["drift_metric"],

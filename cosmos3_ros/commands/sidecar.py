@@ -2,11 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """``cosmos3-ros sidecar``: serve a Cosmos 3 model over openpi's websocket protocol.
 
-The process owns the GPU; robots (the ROS node's sidecar backend, or any ``openpi-client``)
-connect over websockets. The sampling settings given here are the defaults; a request may
-override the keys listed in ``cosmos3_ros.sidecar.protocol.SETTINGS_KEYS`` per call.
-SIGINT and SIGTERM stop the server cleanly: queued requests get an ``unavailable`` error,
-the running model call finishes and is answered, connections close with 1001.
+The process owns the GPU; robots (the ROS node's sidecar backend, or any ``openpi-client``) connect over
+websockets. The sampling settings are the defaults of every request (from ``--params-file``, the node's own
+parameter file, and the flags, which win); a request may override the ``request`` settings of the schema per call.
+Every argument is checked before the model loads. SIGINT and SIGTERM stop the server cleanly: queued requests get
+an ``unavailable`` error, the running model call finishes and is answered, connections close with 1001.
 """
 
 from __future__ import annotations
@@ -14,47 +14,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import socket
 
-from cosmos3_ros.commands.predict import add_model_arguments, add_settings_arguments, settings_from_args
-from cosmos3_ros.sidecar.server import DEFAULT_HOST, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, DEFAULT_QUEUE_SIZE
+from cosmos3_ros.backends import TOKEN_ENV, read_token
+from cosmos3_ros.commands.flags import add_model_flags, add_sampling_flags, add_setting_flags, flag_values
+from cosmos3_ros.core.schema import settings_in
+from cosmos3_ros.core.settings import PolicySettings
 
 HELP = "serve a Cosmos 3 model to robots over openpi's websocket protocol (msgpack-numpy), with /healthz"
 
-TOKEN_ENV = "COSMOS3_ROS_SIDECAR_TOKEN"
-
 log = logging.getLogger("cosmos3_ros.sidecar")
+
+SERVER_NAMES = tuple(s.name for s in settings_in("server"))
+MODEL_NAMES = tuple(s.name for s in settings_in("model"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the arguments."""
-    add_model_arguments(parser)
-    g = parser.add_argument_group("server")
-    g.add_argument(
-        "--host", default=DEFAULT_HOST, help="address to bind (default loopback; 0.0.0.0 for all interfaces)"
+    parser.add_argument(
+        "--params-file",
+        help="the node's parameter file (e.g. config/droid.yaml): its model and sampling settings become the "
+        "server's; flags given here win",
     )
-    g.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0 picks a free one)")
-    g.add_argument(
-        "--token",
-        default=None,
-        help=f"require this token from clients (Authorization: Bearer T, or ?token=T); default ${TOKEN_ENV} if set. "
-        "Prefer the environment variable: arguments are visible to other local users",
-    )
-    g.add_argument(
-        "--max-message-mb",
-        type=float,
-        default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
-        help="largest request accepted, MiB (larger ones close the connection with 1009)",
-    )
-    g.add_argument(
-        "--queue",
-        type=int,
-        default=DEFAULT_QUEUE_SIZE,
-        help="requests that may wait for the model; one more is answered with a 'busy' error",
-    )
-    add_settings_arguments(parser)
+    add_model_flags(parser, require_model=False)
+    add_setting_flags(parser.add_argument_group("server"), SERVER_NAMES)
+    add_sampling_flags(parser)
 
 
 def _check_bindable(host: str, port: int) -> None:
@@ -78,33 +63,53 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def resolve(args: argparse.Namespace) -> tuple[dict, PolicySettings, str | None]:
+    """Model values, default sampling settings and token, from the schema defaults, ``--params-file`` and flags.
+
+    Raises ValueError for anything wrong, before anything is loaded.
+    """
+    base: dict = {}
+    if args.params_file:
+        from cosmos3_ros.core.params_file import read_params_file
+
+        report = read_params_file(args.params_file)
+        if report.problems:
+            raise ValueError("; ".join(report.warnings()))
+        base = report.values
+    values = flag_values(args, MODEL_NAMES + SERVER_NAMES, base)
+    if not values["model"]:
+        raise ValueError("--model is required (or a parameter file that sets model)")
+    settings = PolicySettings(**flag_values(args, PolicySettings.field_names(), base))
+    if hasattr(args, "token") and not args.token:
+        raise ValueError(f"--token is empty; give a token, or leave --token out (then ${TOKEN_ENV} or --token_file)")
+    token = args.token if getattr(args, "token", "") else read_token(values["token_file"])
+    return values, settings, token
+
+
 def run(args: argparse.Namespace) -> int:
-    """Load the model, warm up, serve until SIGINT/SIGTERM."""
+    """Check the arguments, load the model, warm up, serve until SIGINT/SIGTERM."""
     from cosmos3_ros.core.backend import BackendError
-    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
-    from cosmos3_ros.sidecar.server import SidecarServer
 
     if not getattr(args, "verbose", False):
         logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per request is ours
-    defaults = settings_from_args(args)
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
-    if not args.max_message_mb * 2**20 >= 1024:
-        raise ValueError(f"--max-message-mb must be at least 1 KiB (0.001), got {args.max_message_mb}")
-    if args.queue < 1:
-        raise ValueError(f"--queue must be >= 1, got {args.queue}")
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port must be in [0, 65535], got {args.port}")
-    _check_bindable(args.host, args.port)  # fail before a long model load, not after
+    values, defaults, token = resolve(args)
+    _check_bindable(values["host"], values["port"])  # fail before a long model load, not after
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.sidecar.server import SidecarServer
+
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM during the model load ends like Ctrl-C
-    runtime = Cosmos3PolicyRuntime(args.model, device=args.device, dtype=args.dtype, guardrail=args.guardrail)
+    runtime = Cosmos3PolicyRuntime(
+        values["model"], device=values["device"], dtype=values["dtype"], guardrail=values["guardrail"]
+    )
     server = SidecarServer(
         runtime,
         defaults,
-        host=args.host,
-        port=args.port,
+        host=values["host"],
+        port=values["port"],
         token=token,
-        max_message_bytes=int(args.max_message_mb * 2**20),
-        queue_size=args.queue,
+        max_message_bytes=int(values["max_message_mb"] * 2**20),
+        queue_size=values["queue"],
+        warmup=values["warmup"],
     )
 
     async def main() -> None:

@@ -2,11 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """The control loop's decisions, free of ROS: when to ask for a chunk, what to publish, when to hold.
 
-The rclpy node (``cosmos3_ros.ros.policy_node``) and the offline replay drive the same
-``PolicyController``: frames go in with ``add_frame``, ``step(now)`` is called at the control rate and
-may hand out an ``InferenceRequest``; whoever runs the model reports back with ``complete``. Every
-method returns the ``Trajectory`` commands to publish. Time is whatever clock the caller uses
-(node clock, sim time, bag time), in seconds.
+The live node and the offline replay drive the same ``PolicyController`` through
+:class:`~cosmos3_ros.control.loop.PolicyLoop`: frames go in with ``add_frame`` (and the robot state with
+``add_state``), ``step(now)`` is called at the control rate and may hand out an ``InferenceRequest``; whoever
+runs the model reports back with ``complete``. Every method returns the ``Trajectory`` commands to publish. Time
+is whatever clock the caller uses (node clock, sim time, bag time), in seconds.
 
 Safety rules:
 * at most one inference in flight; a new chunk is requested once ``replan_every`` actions of the
@@ -27,7 +27,8 @@ import numpy as np
 
 from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejectedError, Observation
 from cosmos3_ros.core.compose import compose
-from cosmos3_ros.core.settings import ActionChunk, PolicySettings
+from cosmos3_ros.core.results import ActionChunk
+from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.core.stats import Counters
 from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times
 
@@ -46,6 +47,7 @@ class ControllerConfig:
     replan_every: int = 8
     stamp_mode: str = "observation"
     buffer_capacity: int = 64
+    use_state: bool = False
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -64,31 +66,29 @@ class ControllerConfig:
 
 @dataclass(frozen=True)
 class InferenceRequest:
-    """What the model must be run on: ``image`` (composed observation) taken at ``stamp``."""
+    """What the model must be run on: ``image`` (composed observation) taken at ``stamp``.
+
+    ``state`` is the robot state at the observation, in the model's action space (the inverse of the action
+    mapping), when a state input is configured.
+    """
 
     request_id: int
     image: np.ndarray
     stamp: float
     settings: PolicySettings
     observation: Observation = field(repr=False)
+    state: np.ndarray | None = None
 
 
 class PolicyController:
     """Decides requests, publications and holds for one policy loop (thread-safe)."""
 
     def __init__(self, config: ControllerConfig, settings: PolicySettings) -> None:
-        if settings.action_width != config.mapping.width:
-            raise ValueError(
-                f"domain {settings.domain_name!r} has {settings.action_width} action dimensions but "
-                f"{config.mapping.width} joint_names are configured"
-            )
-        if config.replan_every > settings.action_chunk_size:
-            raise ValueError(
-                f"replan_every ({config.replan_every}) exceeds action_chunk_size ({settings.action_chunk_size})"
-            )
+        _check(config, settings)
         self.config = config
         self._settings = settings
         self.buffer = ClipBuffer(list(config.cameras), capacity=config.buffer_capacity)
+        self._state: tuple[float, np.ndarray] | None = None
         self.counters = Counters()
         self._lock = threading.RLock()
         self._armed = True
@@ -110,17 +110,25 @@ class PolicyController:
 
     def set_settings(self, settings: PolicySettings) -> None:
         """Replace the sampling settings (e.g. a new prompt); applies from the next request."""
-        if settings.action_width != self.config.mapping.width:
-            raise ValueError(
-                f"domain {settings.domain_name!r} has {settings.action_width} action dimensions but "
-                f"{self.config.mapping.width} joint_names are configured"
-            )
-        if self.config.replan_every > settings.action_chunk_size:
-            raise ValueError(
-                f"replan_every ({self.config.replan_every}) exceeds action_chunk_size ({settings.action_chunk_size})"
-            )
+        self.reconfigure(self.config, settings)
+
+    def reconfigure(self, config: ControllerConfig, settings: PolicySettings) -> None:
+        """Replace the configuration and settings (run-time parameter changes); applies from the next step.
+
+        The cameras cannot change (their buffers hold the frames).
+        """
+        _check(config, settings)
+        if config.cameras != self.config.cameras:
+            raise ValueError(f"camera_topics cannot change at run time ({self.config.cameras} -> {config.cameras})")
         with self._lock:
+            self.config = config
             self._settings = settings
+
+    def note(self, key: str, message: str = "") -> None:
+        """Count ``key`` and, with ``message``, make it the last error (for events decided outside the controller)."""
+        self.counters.inc(key)
+        if message:
+            self.last_error = message
 
     # -- state ----------------------------------------------------------------------------
 
@@ -146,16 +154,33 @@ class PolicyController:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def add_frame(self, camera: str, stamp: float, image: np.ndarray) -> bool:
-        """Buffer a decoded frame; returns False (and counts the reason) when it is rejected."""
+    def add_frame(self, camera: str, stamp: float, image: np.ndarray) -> FrameRejectedError | None:
+        """Buffer a decoded frame; returns the rejection (also counted by reason) when it is not buffered."""
         try:
             self.buffer.add(camera, stamp, image)
         except FrameRejectedError as exc:
-            self.counters.inc(f"rejected_frames.{exc.reason}")
-            self.last_error = str(exc)
-            return False
+            self.note(f"rejected_frames.{exc.reason}", str(exc))
+            return exc
         self.counters.inc(f"frames.{camera}")
-        return True
+        return None
+
+    def add_state(self, stamp: float, positions: np.ndarray) -> str | None:
+        """Keep the newest robot state (robot units, in ``joint_names`` order); returns a rejection reason or None."""
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape != (self.config.mapping.width,):
+            reason = "state_shape"
+            self.note(
+                f"rejected_states.{reason}",
+                f"robot state of shape {positions.shape}, expected ({self.config.mapping.width},)",
+            )
+            return reason
+        if not (np.isfinite(positions).all() and np.isfinite(stamp)):
+            self.note("rejected_states.non_finite", "robot state or its stamp is not finite")
+            return "non_finite"
+        with self._lock:
+            self._state = (float(stamp), positions.copy())
+        self.counters.inc("states")
+        return None
 
     def arm(self, now: float, armed: bool) -> list[Trajectory]:
         """Arm or disarm; disarming while commanding publishes one hold."""
@@ -234,11 +259,23 @@ class PolicyController:
             return float(cur.point_times()[self.config.replan_every - 1])
 
     def release(self) -> None:
-        """Forget the current chunk and any in-flight request (e.g. on deactivate/cleanup)."""
+        """Forget the current chunk and any in-flight request (e.g. on cleanup)."""
         with self._lock:
             self._commanding = False
             self._current = None
             self._in_flight = None
+
+    def stop(self, now: float, reason: str = "stopped") -> list[Trajectory]:
+        """Stop commanding in one step: one hold if commanding, then forget the chunk and any in-flight request.
+
+        Atomic: a result of the in-flight request that arrives afterwards is discarded (``unexpected_results``), so
+        nothing is published after the hold. The armed state is kept.
+        """
+        with self._lock:
+            out = self._hold(now, reason)
+            self._current = None
+            self._in_flight = None
+            return out
 
     # -- internals --------------------------------------------------------------------------
 
@@ -256,6 +293,16 @@ class PolicyController:
         if obs.stamp <= self._last_request_stamp:
             self.counters.inc("no_observation.not_newer")
             return None
+        state = None
+        if self.config.use_state:
+            if self._state is None:
+                self.counters.inc("no_observation.no_state")
+                return None
+            state_stamp, positions = self._state
+            if now - state_stamp > self.config.max_observation_age:
+                self.counters.inc("no_observation.stale_state")
+                return None
+            state = self.config.mapping.to_model(positions)
         images = {cam: f.image for cam, f in obs.frames.items()}
         try:
             image = compose(images, list(self.config.cameras), self.config.camera_layout)
@@ -263,7 +310,7 @@ class PolicyController:
             self.counters.inc("no_observation.compose_failed")
             self.last_error = f"compose failed: {exc}"
             return None
-        req = InferenceRequest(self._next_id, image, obs.stamp, self._settings, obs)
+        req = InferenceRequest(self._next_id, image, obs.stamp, self._settings, obs, state)
         self._next_id += 1
         self._last_request_stamp = obs.stamp
         self._in_flight = req
@@ -292,6 +339,18 @@ class PolicyController:
         self.counters.inc("holds")
         self.counters.inc(f"holds.{reason}")
         return [Trajectory(cur.joint_names, last[None, :].copy(), np.array([1e-3]), None, cur.chunk_id, kind="hold")]
+
+
+def _check(config: ControllerConfig, settings: PolicySettings) -> None:
+    if settings.action_width != config.mapping.width:
+        raise ValueError(
+            f"domain {settings.domain_name!r} has {settings.action_width} action dimensions but "
+            f"{config.mapping.width} joint_names are configured"
+        )
+    if config.replan_every > settings.action_chunk_size:
+        raise ValueError(
+            f"replan_every ({config.replan_every}) exceeds action_chunk_size ({settings.action_chunk_size})"
+        )
 
 
 def _restamp_now(traj: Trajectory, now: float) -> Trajectory:

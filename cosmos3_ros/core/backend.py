@@ -8,7 +8,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from cosmos3_ros.core.settings import ActionChunk, Forecast, ModelInfo, PolicySettings
+from cosmos3_ros.core.results import ActionChunk, Forecast, ModelInfo
+from cosmos3_ros.core.settings import PolicySettings
 
 
 class BackendError(RuntimeError):
@@ -39,8 +40,13 @@ class PolicyBackend(Protocol):
         *,
         observation_stamp: float | None = None,
         return_video: bool = False,
+        state: np.ndarray | None = None,
     ) -> ActionChunk:
-        """Predict an action chunk from ``image`` (HxWx3 uint8, the newest observation)."""
+        """Predict an action chunk from ``image`` (HxWx3 uint8, the newest observation).
+
+        ``state`` is the robot's current state as one row of the action space ([width] float, model units), for
+        checkpoints that condition on it; backends whose model takes no state ignore it.
+        """
         ...
 
     def forward_dynamics(

@@ -86,6 +86,15 @@ class ActionMapping:
         """Number of action dimensions / joints."""
         return len(self.joint_names)
 
+    def to_model(self, positions: np.ndarray) -> np.ndarray:
+        """Robot positions (in ``joint_names`` order) to the model's action space: the inverse of the affine map.
+
+        Raises ValueError where a scale is 0 (that dimension cannot be inverted).
+        """
+        if (self.scale == 0).any():
+            raise ValueError("action_scale has a 0: the robot state cannot be mapped into the model's action space")
+        return ((np.asarray(positions, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+
     def apply(self, actions: np.ndarray) -> np.ndarray:
         """Map [T, width] model-space actions to clamped commands (float64). Raises ValueError if not finite."""
         a = np.asarray(actions, dtype=np.float64)

@@ -18,17 +18,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from cosmos3_ros.core.backend import BackendError
-from cosmos3_ros.core.settings import (
-    DOMAIN_ACTION_WIDTH,
-    ActionChunk,
-    Forecast,
-    ModelInfo,
-    NonFiniteOutputError,
-    PolicySettings,
-    Timing,
-    validate_actions,
-    validate_image,
-)
+from cosmos3_ros.core.results import ActionChunk, Forecast, ModelInfo, NonFiniteOutputError, Timing
+from cosmos3_ros.core.settings import DOMAIN_ACTION_WIDTH, PolicySettings, validate_actions, validate_image
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +278,12 @@ class Cosmos3PolicyRuntime:
         observation_stamp: float | None = None,
         return_video: bool = False,
         return_latents: bool = False,
+        state: np.ndarray | None = None,
     ) -> ActionChunk:
-        """Predict an action chunk from one frame. Raises ValueError on bad input, NonFiniteOutputError on NaN/Inf."""
+        """Predict an action chunk from one frame. Raises ValueError on bad input, NonFiniteOutputError on NaN/Inf.
+
+        ``state`` (the current robot state as an action row) is not used by this runtime yet.
+        """
         validate_image(image)
         self._check_domain(settings)
         out, timing, frames = self._run("policy", image, settings, video=return_video)
@@ -361,13 +356,13 @@ class Cosmos3PolicyRuntime:
                 f"but this checkpoint's action_dim is {self.action_dim}"
             )
 
-    def _use_schedule(self, shift: float | None) -> None:
-        """Select the checkpoint scheduler (shift None) or the native flow schedule with ``shift``."""
+    def _use_schedule(self, shift: float) -> None:
+        """Select the checkpoint scheduler (shift 0) or the native flow schedule with ``shift``."""
         from diffusers import UniPCMultistepScheduler
 
         from cosmos3_ros.model.fast_scheduler import SyncFreeUniPCMultistepScheduler
 
-        if shift is None:
+        if not shift:
             self.pipe.scheduler = self._released_scheduler
             self.pipe.register_to_config(use_native_flow_schedule=self._native_default)
             return

@@ -1,8 +1,10 @@
 # Copyright 2026 The cosmos3_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""ROS messages to and from the pure core: camera images and time stamps.
+"""ROS messages to and from the pure core: images, time stamps, trajectories, commands, diagnostics.
 
-Thin: the decoding rules live in :mod:`cosmos3_ros.core.images`. No graph is needed; only the message packages.
+Every ROS message the package builds is built here (the node and the tools only call these). Thin: the decoding
+rules live in :mod:`cosmos3_ros.core.images`, the health rules in :mod:`cosmos3_ros.control.diagnostics`. No graph
+is needed; only the message packages.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import math
 from typing import Any
 
 import numpy as np
-from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CompressedImage, Image
+from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from cosmos3_ros.control.diagnostics import Diagnosis
 from cosmos3_ros.core.images import (
     DEFAULT_MAX_DEPTH_MM,
     DEFAULT_MAX_PIXELS,
@@ -22,6 +27,7 @@ from cosmos3_ros.core.images import (
     decode_raw,
     encode_rgb8,
 )
+from cosmos3_ros.core.trajectory import Trajectory
 
 _INT32_MAX = 2**31 - 1
 
@@ -88,3 +94,53 @@ def sec_to_stamp(seconds: float) -> Time:
     if not -_INT32_MAX - 1 <= sec <= _INT32_MAX:
         raise ValueError(f"time stamp {seconds!r} s is outside the int32 seconds of builtin_interfaces/Time")
     return Time(sec=int(sec), nanosec=int(nanosec))
+
+
+def sec_to_duration(t: float) -> Duration:
+    """Non-negative seconds to builtin_interfaces/Duration (same rounding as :func:`sec_to_stamp`)."""
+    stamp = sec_to_stamp(max(0.0, float(t)))
+    return Duration(sec=stamp.sec, nanosec=stamp.nanosec)
+
+
+def trajectory_to_msg(traj: Trajectory) -> JointTrajectory:
+    """A JointTrajectory for ``traj``; holds (stamp None) get a zero stamp, meaning "start on receipt"."""
+    msg = JointTrajectory()
+    msg.header.stamp = sec_to_stamp(traj.stamp) if traj.stamp is not None else Time()
+    msg.joint_names = list(traj.joint_names)
+    for pos, t in zip(traj.positions, traj.times, strict=True):
+        p = JointTrajectoryPoint()
+        p.positions = [float(v) for v in pos]
+        p.time_from_start = sec_to_duration(t)
+        msg.points.append(p)
+    return msg
+
+
+def joint_state_msg(names: Any, positions: np.ndarray, stamp: float) -> JointState:
+    """A JointState command of ``positions`` for ``names`` at ``stamp`` seconds."""
+    msg = JointState()
+    msg.header.stamp = sec_to_stamp(stamp)
+    msg.name = list(names)
+    msg.position = [float(v) for v in positions]
+    return msg
+
+
+def diagnostic_array(diagnosis: Diagnosis, name: str, hardware_id: str, stamp: Time) -> DiagnosticArray:
+    """A DiagnosticArray with one status for ``diagnosis``."""
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, level=bytes([diagnosis.level]))
+    status.message = diagnosis.message
+    status.values = [KeyValue(key=k, value=v) for k, v in diagnosis.values.items()]
+    arr = DiagnosticArray()
+    arr.header.stamp = stamp
+    arr.status = [status]
+    return arr
+
+
+def joint_positions(msg: JointState, names: Any) -> np.ndarray:
+    """Positions of ``names`` from a JointState, in that order; ValueError naming what is missing or malformed."""
+    if len(msg.position) != len(msg.name):
+        raise ValueError(f"JointState has {len(msg.name)} names but {len(msg.position)} positions")
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ValueError(f"JointState lacks joints {missing}")
+    return np.array([msg.position[index[n]] for n in names], dtype=np.float64)

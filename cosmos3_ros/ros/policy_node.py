@@ -2,27 +2,29 @@
 # SPDX-License-Identifier: Apache-2.0
 """``cosmos3_policy``: the lifecycle node that runs Cosmos 3 as the robot's policy.
 
-Thin rclpy shell over :class:`cosmos3_ros.control.controller.PolicyController`: camera callbacks decode
-and buffer frames, a control timer asks the controller what to do, inference runs on a worker thread
-(never in a callback, never blocking the executor), and results are published as
-``trajectory_msgs/JointTrajectory`` (plus ``sensor_msgs/JointState`` streaming in joint_state mode).
+A thin rclpy shell over :class:`cosmos3_ros.control.loop.PolicyLoop`: camera callbacks decode and hand frames to the
+loop, a control timer steps it, model calls run on an :class:`~cosmos3_ros.control.worker.InferenceWorker` thread
+(never in a callback), and the loop's events come back through :class:`NodeSink` as ROS messages (built in
+:mod:`cosmos3_ros.ros.convert`). Parameters come from the settings schema (:mod:`cosmos3_ros.ros.parameters`).
 
-Lifecycle: configure loads and warms up the backend, activate starts commanding, deactivate stops
-commanding (one hold), cleanup releases the model. With ``autostart`` the node configures and
-activates itself.
+Lifecycle: configure checks every parameter, then loads and warms up the backend; activate starts commanding;
+deactivate stops commanding (one hold); cleanup releases the model. With ``autostart`` the node configures and
+activates itself. Diagnostics are published in every state.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration, Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -36,218 +38,213 @@ from rclpy.qos import (
     qos_profile_system_default,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
-from cosmos3_ros.control.config import build_controller, loop_options, make_backend
-from cosmos3_ros.control.controller import PolicyController
+from cosmos3_ros.backends import make_backend
+from cosmos3_ros.control.config import apply_runtime_values, build_controller, check_values, loop_options
+from cosmos3_ros.control.diagnostics import diagnose
+from cosmos3_ros.control.events import ForecastFrames, LoopSink, Tee
 from cosmos3_ros.control.loop import PolicyLoop
-from cosmos3_ros.core.backend import PolicyBackend
+from cosmos3_ros.control.worker import InferenceWorker
+from cosmos3_ros.core.drift import DriftState
+from cosmos3_ros.core.forecast import ErrorSample
 from cosmos3_ros.core.images import ImageDecodeError
-from cosmos3_ros.core.monitoring import DriftState, ErrorSample
-from cosmos3_ros.core.settings import SettingsError
-from cosmos3_ros.core.stats import LatencyStats, RateEstimator
+from cosmos3_ros.core.params_file import check_overrides, read_params_file, ros_args_params
+from cosmos3_ros.core.schema import BY_NAME, NODE_SETTINGS, SettingsError
+from cosmos3_ros.core.stats import RateEstimator
 from cosmos3_ros.core.trajectory import Trajectory
-from cosmos3_ros.ros.convert import (
-    compressed_msg_to_rgb,
-    image_msg_to_rgb,
-    rgb_to_image_msg,
-    sec_to_stamp,
-    stamp_to_sec,
-)
-from cosmos3_ros.ros.params import PARAMS, SPEC_BY_NAME, check_value, settings_from_values
+from cosmos3_ros.ros import convert
+from cosmos3_ros.ros.parameters import current_values, declare_all
 
 NODE_NAME = "cosmos3_policy"
-_SAMPLING = ("prompt", "num_steps", "guidance", "shift", "seed", "view_point")
+#: How long shutdown waits for a running model call before leaving it behind.
+SHUTDOWN_WAIT_S = 1.0
+
+_CAMERA_QOS = {
+    "sensor_data": qos_profile_sensor_data,
+    "reliable": QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST),
+    "system_default": qos_profile_system_default,
+}
 
 
-def sec_to_duration(t: float) -> Duration:
-    """Non-negative seconds to builtin_interfaces/Duration (same rounding as convert.sec_to_stamp)."""
-    stamp = sec_to_stamp(max(0.0, float(t)))
-    return Duration(sec=stamp.sec, nanosec=stamp.nanosec)
+class NodeSink(LoopSink):
+    """The loop's events as ROS messages on the node's publishers; publishing stops for good at :meth:`close`."""
 
+    def __init__(self, node: PolicyNode, metric: str, joint_state_pub: Any = None) -> None:
+        self._log = node.get_logger()
+        self._warn = node.warn_throttled
+        self._traj = node.create_lifecycle_publisher(JointTrajectory, "~/joint_trajectory", 10)
+        self._pred = node.create_lifecycle_publisher(Image, "~/predicted_image", 64)  # a forecast is a burst
+        self._err = node.create_lifecycle_publisher(Float64, "~/prediction_error", 10)
+        self._destroy = node.destroy_lifecycle_publisher
+        self.metric = metric
+        self._open = True
 
-def trajectory_to_msg(traj: Trajectory) -> JointTrajectory:
-    """A JointTrajectory for ``traj``; holds (stamp None) get a zero stamp, meaning "start on receipt"."""
-    msg = JointTrajectory()
-    msg.header.stamp = sec_to_stamp(traj.stamp) if traj.stamp is not None else Time()
-    msg.joint_names = list(traj.joint_names)
-    for pos, t in zip(traj.positions, traj.times, strict=True):
-        p = JointTrajectoryPoint()
-        p.positions = [float(v) for v in pos]
-        p.time_from_start = sec_to_duration(t)
-        msg.points.append(p)
-    return msg
+    def close(self) -> None:
+        """Publish nothing more and destroy the publishers."""
+        self._open = False
+        for pub in (self._traj, self._pred, self._err):
+            self._destroy(pub)
 
-
-class _NodeSink:
-    """PolicyLoop outputs as ROS messages."""
-
-    def __init__(self, node: PolicyNode) -> None:
-        self.node = node
+    def _publish(self, pub: Any, msg: Any) -> None:
+        if self._open:
+            try:
+                pub.publish(msg)
+            except Exception as exc:  # a context shut down under us (Ctrl-C): nothing to publish to any more
+                if self._open:
+                    self._log.warning(f"publish failed: {exc}")
 
     def trajectory(self, traj: Trajectory, now: float) -> None:
-        self.node._publish_trajectory(traj)
-
-    def predicted_frames(self, chunk_id: int, stamps: list[float], frames: np.ndarray) -> None:
-        pub = self.node._pred_pub
-        if pub is None:
+        if not np.isfinite(traj.positions).all():  # the controller never hands these out; belt and braces
+            self._log.error("refusing to publish a non-finite trajectory")
             return
-        for stamp, frame in zip(stamps, frames, strict=True):
-            pub.publish(rgb_to_image_msg(frame, stamp, f"cosmos3_forecast/{chunk_id}"))
+        self._publish(self._traj, convert.trajectory_to_msg(traj))
+        if traj.kind == "hold":
+            self._warn("hold", "holding: no fresh valid chunk; stopped commanding", 2.0)
 
-    def prediction_errors(self, samples: list[ErrorSample], drift: DriftState) -> None:
-        pub = self.node._err_pub
-        metric = self.node.loop.options.drift_metric if self.node.loop else "nmse"
-        if pub is not None:
-            for sample in samples:
-                pub.publish(Float64(data=float(sample.value(metric))))
+    def forecast(self, forecast: ForecastFrames) -> None:
+        for stamp, frame in zip(forecast.stamps, forecast.frames, strict=True):
+            self._publish(self._pred, convert.rgb_to_image_msg(frame, stamp, f"cosmos3_forecast/{forecast.chunk_id}"))
+
+    def prediction_errors(self, samples: Sequence[ErrorSample], drift: DriftState) -> None:
+        for sample in samples:
+            self._publish(self._err, Float64(data=float(sample.value(self.metric))))
         if drift.tripped:
-            self.node.get_logger().warning(self.node.controller.last_error if self.node.controller else "drift")
+            self._warn("drift", f"prediction error {drift.value:.3f} passed the drift threshold", 2.0)
 
-    def chunk_record(self, record: dict[str, Any]) -> None:
-        if record.get("forecast") == "skipped_budget":
-            self.node._warn_throttled("forecast", "forecast skipped: it would delay the next policy call", 10.0)
+    def rejected(self, camera: str, stamp: float | None, reason: str, message: str) -> None:
+        self._warn(f"reject.{camera}", f"rejected input on {camera} ({reason}): {message}")
+
+    def chunk_done(self, record: Any) -> None:
+        if record.forecast == "skipped_budget":
+            self._warn("forecast", "forecast skipped: it would delay the next policy call", 10.0)
 
 
 class PolicyNode(LifecycleNode):
-    """Cosmos 3 policy lifecycle node (see module docstring)."""
+    """Cosmos 3 policy lifecycle node (see the module docstring). ``argv`` is checked for parameter mistakes."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+    def __init__(self, node_name: str = NODE_NAME, *, argv: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._declare_parameters()
+        self.param_warnings = declare_all(self)
+        self.param_warnings += self._check_param_sources(argv or [])
+        for warning in self.param_warnings:
+            self.get_logger().warning(warning)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self.backend: PolicyBackend | None = None
-        self.controller: PolicyController | None = None
-        self.backend_state = "unconfigured"
-        self.backend_error = ""
+        self.backend_state, self.backend_error = "unconfigured", ""
         self.warmup_s = float("nan")
         self.loop: PolicyLoop | None = None
-        self.recorder: Any = None
-        self._pred_pub = None
-        self._err_pub = None
         self.rates: dict[str, RateEstimator] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        self._active = False
+        self._backend: Any = None
+        self._worker: InferenceWorker | None = None
+        self._node_sink: NodeSink | None = None
+        self._recorder: Any = None
+        self._cmd_pub: Any = None
         self._subs: list[Any] = []
-        self._timers: list[Any] = []
+        self._loop_timers: list[Any] = []
+        self._active = False
+        self._max_depth_mm = int(self.get_parameter("max_depth_mm").value)
         self._last_warn: dict[str, float] = {}
-        self._traj_pub = None
-        self._cmd_pub = None
+        self._lock = threading.RLock()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(1.0, self._publish_diagnostics)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_subscription(String, "~/instruction", self._on_instruction, 10)
 
-    def _declare_parameters(self) -> None:
-        """Declare every parameter of the table.
-
-        Array parameters are declared with dynamic typing because an empty list (their default, and
-        `[]` in YAML) has no element type in rclpy; the validate callback checks their element types.
-        """
-        for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, spec.descriptor())
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    @property
-    def latency(self) -> LatencyStats:
-        """Policy-call latency statistics (empty before configure)."""
-        return self.loop.policy_latency if self.loop is not None else LatencyStats()
-
-    def monitor_summary(self) -> list[str]:
-        """Human-readable forecast-monitoring lines (demo summary)."""
-        if self.loop is None:
-            return []
-        m = self.loop.monitor_summary()
-        return [
-            f"forecasts            {m['forecasts']} made, {m['forecast_skipped']} skipped (budget), "
-            f"{m['forecast_errors']} failed; p95 {m['forecast_latency_p95_s'] * 1e3:.0f} ms",
-            f"prediction error     {m['prediction_error_metric']} last {m['prediction_error_last']:.3f}, "
-            f"mean {m['prediction_error_mean']:.3f} over {m['forecast_matched']} matched frames "
-            f"({m['forecast_missed']} missed)",
-        ]
+    # -- helpers --------------------------------------------------------------------------------------------------
 
     def now(self) -> float:
-        """Node clock time in seconds (sim time when use_sim_time)."""
+        """Node clock time in seconds (sim time with use_sim_time)."""
         return self.get_clock().now().nanoseconds * 1e-9
 
     def values(self) -> dict[str, Any]:
-        """Current values of all declared parameters (arrays as lists)."""
-        out = {}
-        for spec in PARAMS:
-            v = self.get_parameter(spec.name).value
-            out[spec.name] = list(v or []) if spec.type_ is not None else v
-        return out
+        """Current values of all declared parameters."""
+        return current_values(self)
 
-    def _warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
+    def warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
+        """Log a warning at most once per ``period`` seconds per ``key``."""
         t = time.monotonic()
         if t - self._last_warn.get(key, -1e9) >= period:
             self._last_warn[key] = t
             self.get_logger().warning(message)
 
-    # -- parameters ---------------------------------------------------------------------------
+    def _check_param_sources(self, argv: Sequence[str]) -> list[str]:
+        files, overrides = ros_args_params(argv)
+        fqn = self.get_fully_qualified_name()
+        out = []
+        for path in files:
+            out += read_params_file(path, fqn).warnings()
+        return out + check_overrides(overrides)
+
+    # -- parameters -----------------------------------------------------------------------------------------------
 
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate-only: reject bad values with a reason naming them; nothing is applied here."""
         values = self.values()
-        for p in params:
-            spec = SPEC_BY_NAME.get(p.name)
-            if spec is None:
-                continue
-            problem = check_value(spec, list(p.value or []) if spec.type_ is not None else p.value)
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-            values[p.name] = list(p.value or []) if spec.type_ is not None else p.value
         try:
-            settings_from_values(values)
-            if self.controller is None:
-                build_controller(values)  # full check of the loop configuration
+            for p in params:
+                spec = BY_NAME.get(p.name)
+                if spec is not None:
+                    values[p.name] = spec.validate(p.value)
+            check_values(values)
         except (SettingsError, ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
-        if self.controller is not None and any(p.name in _SAMPLING for p in params):
-            self.controller.set_settings(settings_from_values(self.values()))
-            self.get_logger().info(f"sampling settings updated: {[p.name for p in params]}")
+        values = self.values()
+        self._max_depth_mm = int(values["max_depth_mm"])
+        with self._lock:
+            if self.loop is not None:
+                apply_runtime_values(self.loop, values)
+        self.get_logger().info(f"parameters updated: {[p.name for p in params]}")
 
     def _on_instruction(self, msg: String) -> None:
         result = self.set_parameters([Parameter("prompt", value=msg.data)])[0]
         if not result.successful:
+            self.loop_note("rejected_instructions.invalid", result.reason)
             self.get_logger().warning(f"instruction rejected: {result.reason}")
         else:
-            self.get_logger().info(f"new instruction: {msg.data!r}")
+            self.get_logger().info(f"new instruction: {msg.data[:200]!r}")
+
+    def loop_note(self, key: str, message: str) -> None:
+        """Count an event in the loop's counters (when configured)."""
+        loop = self.loop
+        if loop is not None:
+            loop.controller.note(key, message)
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        if self.loop is None:
-            response.success = False
-            response.message = "not configured"
+        loop = self.loop
+        if loop is None:
+            response.success, response.message = False, "not configured"
             return response
-        self.loop.arm(bool(request.data))
+        loop.arm(bool(request.data))
         response.success = True
         response.message = "armed" if request.data else "disarmed (hold published if commanding)"
         self.get_logger().info(response.message)
         return response
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def _fail(self, message: str) -> TransitionCallbackReturn:
+        self.backend_state, self.backend_error = "error", message
+        self.get_logger().error(message)
+        return TransitionCallbackReturn.FAILURE
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Validate parameters, load and warm up the backend, create subscriptions and publishers."""
+        """Check every parameter, load and warm up the backend, create subscriptions and publishers."""
         values = self.values()
         try:
-            for spec in PARAMS:
-                problem = check_value(spec, values[spec.name])
-                if problem:
-                    raise ValueError(problem)
+            for spec in NODE_SETTINGS:
+                spec.validate(values[spec.name])
+            check_values(values)
             controller = build_controller(values)
         except (SettingsError, ValueError) as exc:
-            self.backend_state, self.backend_error = "error", f"bad configuration: {exc}"
-            self.get_logger().error(self.backend_error)
-            return TransitionCallbackReturn.FAILURE
+            return self._fail(f"configure failed: bad configuration: {exc}")
         self.backend_state = "loading"
         try:
             backend = make_backend(values)
@@ -256,54 +253,42 @@ class PolicyNode(LifecycleNode):
                 self.warmup_s = backend.warmup(controller.settings)
                 self.get_logger().info(f"backend warm-up took {self.warmup_s:.2f} s")
         except Exception as exc:
-            self.backend_state, self.backend_error = "error", f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"backend failed to load: {self.backend_error}")
-            return TransitionCallbackReturn.FAILURE
+            return self._fail(f"configure failed: backend failed to load: {type(exc).__name__}: {exc}")
+        sinks: list[LoopSink] = []
         try:
-            options = loop_options(values, self.get_fully_qualified_name())
             if values["record_path"]:
                 from cosmos3_ros.bags.recorder import BagRecorder
+                from cosmos3_ros.bags.sinks import RecorderSink
 
-                self.recorder = BagRecorder(values["record_path"], storage="mcap").start()
+                recorder = BagRecorder(values["record_path"], image_every_n=int(values["record_image_every"]))
+                self._recorder = recorder.start()
+                sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
                 self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
         except Exception as exc:
             backend.close()
-            self.backend_state, self.backend_error = "error", f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(self.backend_error)
-            return TransitionCallbackReturn.FAILURE
-        self.backend, self.controller = backend, controller
-        self.loop = PolicyLoop(controller, backend, options, _NodeSink(self), self.now, recorder=self.recorder)
+            return self._fail(f"configure failed: cannot record: {type(exc).__name__}: {exc}")
+        self._node_sink = NodeSink(self, values["drift_metric"])
+        with self._lock:
+            self._backend = backend
+            self.loop = PolicyLoop(controller, backend, loop_options(values), Tee(self._node_sink, *sinks), self.now)
+            self._worker = InferenceWorker()
         self.backend_state, self.backend_error = "ready", ""
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosmos3_infer")
-        self._traj_pub = self.create_lifecycle_publisher(JointTrajectory, "~/joint_trajectory", 10)
-        # A forecast is a burst of chunk-size frames: keep them all.
-        self._pred_pub = self.create_lifecycle_publisher(Image, "~/predicted_image", 64)
-        self._err_pub = self.create_lifecycle_publisher(Float64, "~/prediction_error", 10)
         if values["output_mode"] == "joint_state":
             self._cmd_pub = self.create_lifecycle_publisher(JointState, values["joint_command_topic"], 10)
-        self._create_camera_subscriptions(values)
-        if values["joint_states_topic"]:
-            self._subs.append(
-                self.create_subscription(JointState, values["joint_states_topic"], self._on_joint_state, 10)
-            )
-        group = MutuallyExclusiveCallbackGroup()
-        self._timers.append(self.create_timer(1.0 / float(values["control_rate"]), self._on_control, group))
+        self._create_inputs(values)
+        self._loop_timers.append(
+            self.create_timer(1.0 / values["control_rate"], self._on_control, MutuallyExclusiveCallbackGroup())
+        )
         info = backend.info()
+        cfg, s = controller.config, controller.settings
         self.get_logger().info(
-            f"configured: model {info.model} on {info.device}/{info.dtype}, cameras {list(controller.config.cameras)}, "
-            f"domain {controller.settings.domain_name}, chunk {controller.settings.action_chunk_size} @ "
-            f"{controller.settings.fps} Hz, replan every {controller.config.replan_every}"
+            f"configured: model {info.model} on {info.device} ({info.dtype}), cameras {list(cfg.cameras)}, "
+            f"domain {s.domain_name}, chunk {s.action_chunk_size} @ {s.fps:g} Hz, replan every {cfg.replan_every}"
         )
         return TransitionCallbackReturn.SUCCESS
 
-    def _create_camera_subscriptions(self, values: dict[str, Any]) -> None:
-        qos = {
-            "sensor_data": qos_profile_sensor_data,
-            "reliable": QoSProfile(
-                depth=5, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST
-            ),
-            "system_default": qos_profile_system_default,
-        }[values["camera_qos"]]
+    def _create_inputs(self, values: dict[str, Any]) -> None:
+        qos = _CAMERA_QOS[values["camera_qos"]]
         group = MutuallyExclusiveCallbackGroup()
         for topic in values["camera_topics"]:
             compressed = topic.rstrip("/").endswith("/compressed")
@@ -318,6 +303,9 @@ class PolicyNode(LifecycleNode):
                     qos_overriding_options=QoSOverridingOptions.with_default_policies(),
                 )
             )
+        if values["joint_states_topic"]:
+            sub = self.create_subscription(JointState, values["joint_states_topic"], self._on_joint_state, 10)
+            self._subs.append(sub)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start commanding."""
@@ -326,225 +314,225 @@ class PolicyNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop commanding: one hold if a chunk was running."""
+        """Stop commanding: one hold if a chunk was running (publishers are still active here)."""
         if self.loop is not None:
-            self.loop.arm(False)  # one hold; publishers are still active here
-            self.controller.arm(self.now(), True)
-            self.controller.release()
+            self.loop.stop()
         self._active = False
         self.get_logger().info("inactive: not commanding")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release the model and all subscriptions."""
-        self._teardown()
+        self.teardown()
         self.backend_state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything."""
-        self._teardown()
+        self.teardown()
         self.backend_state = "shutdown"
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Go back to unconfigured after an error in a transition."""
-        self._teardown()
+        self.teardown()
+        self.backend_state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
-    def _teardown(self) -> None:
+    def teardown(self, wait_s: float = SHUTDOWN_WAIT_S) -> bool:
+        """Release subscriptions, timers, publishers, recording and backend without waiting long for a model call.
+
+        Returns True when no model call is left running (False: it finishes in the background, its result is
+        discarded and the backend is closed after it). Idempotent; diagnostics keep running.
+        """
         self._active = False
-        for t in self._timers:
-            self.destroy_timer(t)
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._timers, self._subs = [], []
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        for name in ("_traj_pub", "_pred_pub", "_err_pub"):
-            pub = getattr(self, name)
-            if pub is not None:
-                self.destroy_lifecycle_publisher(pub)
-                setattr(self, name, None)
-        if self.recorder is not None:
-            self.recorder.close()
-            self.get_logger().info(f"recording closed: {self.recorder.stats()}")
-            self.recorder = None
+        with self._lock:
+            loop, worker, backend, sink = self.loop, self._worker, self._backend, self._node_sink
+            self.loop, self._worker, self._backend, self._node_sink = None, None, None, None
+        for timer in self._loop_timers:
+            self.destroy_timer(timer)
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._loop_timers, self._subs = [], []
+        if loop is not None:
+            loop.detach()
+        idle = True
+        if worker is not None:
+            idle = worker.stop(wait_s, on_idle=_closer(backend, self.get_logger().warning))
+        elif backend is not None:
+            _closer(backend, self.get_logger().warning)()
+        if sink is not None:
+            sink.close()
         if self._cmd_pub is not None:
             self.destroy_lifecycle_publisher(self._cmd_pub)
             self._cmd_pub = None
-        if self.backend is not None:
-            try:
-                self.backend.close()
-            except Exception as exc:  # closing must not raise out of a transition
-                self.get_logger().warning(f"backend close failed: {exc}")
-        self.backend, self.controller, self.loop = None, None, None
+        if self._recorder is not None:
+            self._recorder.close()
+            self.get_logger().info(f"recording closed: {self._recorder.stats()}")
+            self._recorder = None
+        self.rates = {}
+        return idle
 
-    # -- callbacks ----------------------------------------------------------------------------
+    # -- callbacks ------------------------------------------------------------------------------------------------
 
     def _on_image(self, topic: str, msg: Image | CompressedImage, compressed: bool) -> None:
-        controller, loop = self.controller, self.loop
-        if controller is None or loop is None:
+        loop = self.loop
+        if loop is None:
             return
+        stamp = convert.stamp_to_sec(msg.header.stamp)
         try:
-            rgb = (
-                compressed_msg_to_rgb(msg)
-                if compressed
-                else image_msg_to_rgb(msg, max_depth_mm=int(self.get_parameter("max_depth_mm").value))
-            )
+            if compressed:
+                rgb = convert.compressed_msg_to_rgb(msg)
+            else:
+                rgb = convert.image_msg_to_rgb(msg, max_depth_mm=self._max_depth_mm)
         except ImageDecodeError as exc:
-            controller.counters.inc(f"rejected_frames.{exc.reason}")
-            controller.last_error = f"{topic}: {exc}"
-            self._warn_throttled(f"reject.{topic}", f"rejected frame on {topic}: {exc}")
+            loop.reject(topic, stamp, exc.reason, str(exc))
             return
-        stamp = stamp_to_sec(msg.header.stamp)
         if stamp == 0.0:
             stamp = self.now()
-            controller.counters.inc("zero_stamp_frames")
+            loop.controller.note("zero_stamp_frames")
         if loop.on_frame(topic, stamp, rgb):
-            self.rates[topic].tick(stamp)
-        else:
-            self._warn_throttled(f"reject.{topic}", f"rejected frame on {topic}: {controller.last_error}")
+            rate = self.rates.get(topic)
+            if rate is not None:
+                rate.tick(stamp)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        """Robot state for backends that take it: joints whose name contains "gripper" or "finger" go to
-        ``observation/gripper_position``, the others to ``observation/joint_position`` (sidecar backend)."""
-        backend = self.backend
-        setter = getattr(backend, "set_robot_state", None)
-        if setter is None or len(msg.position) != len(msg.name):
+        loop = self.loop
+        if loop is None:
             return
-        pos = np.asarray(msg.position, dtype=np.float64)
-        if not np.isfinite(pos).all():
-            self._warn_throttled("joint_states", "ignoring a JointState with non-finite positions")
+        stamp = convert.stamp_to_sec(msg.header.stamp) or self.now()
+        try:
+            positions = convert.joint_positions(msg, loop.controller.config.mapping.joint_names)
+        except ValueError as exc:
+            loop.reject("robot_state", stamp, "state_joints", str(exc))
             return
-        grip = np.array([("gripper" in n or "finger" in n) for n in msg.name], dtype=bool)
-        setter(pos[~grip], pos[grip] if grip.any() else None)
+        loop.on_state(stamp, positions)
 
     def _on_control(self) -> None:
-        controller, loop = self.controller, self.loop
-        if controller is None or loop is None or not self._active:
+        loop, worker = self.loop, self._worker
+        if loop is None or worker is None or not self._active:
             return
         now = self.now()
         request = loop.step(now)
-        if request is not None and self._pool is not None:
-            self._pool.submit(self._run_request, loop, request)
+        if request is not None and not worker.submit(lambda: loop.run_request(request)):
+            loop.controller.note("dropped_requests")
         if self._cmd_pub is not None:
-            cmd = controller.command_at(now)
+            cmd = loop.controller.command_at(now)
             if cmd is not None:
-                js = JointState()
-                js.header.stamp = sec_to_stamp(now)
-                js.name = list(controller.config.mapping.joint_names)
-                js.position = [float(v) for v in cmd]
-                self._cmd_pub.publish(js)
+                self._cmd_pub.publish(convert.joint_state_msg(loop.controller.config.mapping.joint_names, cmd, now))
 
-    def _run_request(self, loop: PolicyLoop, request: Any) -> None:
-        """Worker thread: model work for one request (policy, then maybe a forecast)."""
-        try:
-            loop.run_request(request)
-        except Exception as exc:  # never let the worker die silently
-            self.get_logger().error(f"policy loop failed: {type(exc).__name__}: {exc}")
+    # -- diagnostics ----------------------------------------------------------------------------------------------
 
-    def _publish_trajectory(self, traj: Trajectory) -> None:
-        pub = self._traj_pub
-        if pub is None:
-            return
-        if not np.isfinite(traj.positions).all():  # the controller never hands these out; belt and braces
-            self.get_logger().error("refusing to publish a non-finite trajectory")
-            return
-        pub.publish(trajectory_to_msg(traj))
-        if traj.kind == "hold":
-            self._warn_throttled("hold", "holding: no fresh valid chunk; stopped commanding", 2.0)
-
-    # -- diagnostics --------------------------------------------------------------------------
-
-    def diagnostic_status(self) -> DiagnosticStatus:
-        """The node's DiagnosticStatus: level, message and key values."""
-        status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=NODE_NAME)
+    def diagnosis(self) -> Any:
+        """The node's current :class:`~cosmos3_ros.control.diagnostics.Diagnosis`."""
         now = self.now()
-        lat = self.latency.summary()
-        kv: dict[str, str] = {
-            "backend_state": self.backend_state,
-            "active": str(self._active),
-            "latency_last_ms": f"{lat['last'] * 1e3:.1f}",
-            "latency_p50_ms": f"{lat['p50'] * 1e3:.1f}",
-            "latency_p95_ms": f"{lat['p95'] * 1e3:.1f}",
-            "warmup_s": f"{self.warmup_s:.2f}",
-        }
-        level, message = DiagnosticStatus.OK, "ok"
-        controller = self.controller
-        if controller is not None:
-            counters = controller.counters.snapshot()
-            kv["armed"] = str(controller.armed)
-            kv["commanding"] = str(controller.commanding)
-            kv["prompt"] = controller.settings.prompt
-            for topic, rate in self.rates.items():
-                kv[f"input_rate_hz[{topic}]"] = f"{rate.rate(now):.2f}"
-            kv["chunks_published"] = str(counters.get("chunks_published", 0))
-            kv["holds"] = str(counters.get("holds", 0))
-            kv["inference_errors"] = str(counters.get("inference_errors", 0))
-            kv["rejected_frames"] = str(sum(v for k, v in counters.items() if k.startswith("rejected_frames.")))
-            kv["stale_observations"] = str(counters.get("no_observation.stale", 0))
-            kv["stale_chunks"] = str(counters.get("stale_chunks", 0))
-            for k, v in sorted(counters.items()):
-                kv[f"count.{k}"] = str(v)
-            kv["last_error"] = controller.last_error
-            drift_exceeded = False
-            if self.loop is not None:
-                for k, v in self.loop.monitor_summary().items():
-                    kv[k] = f"{v:.4g}" if isinstance(v, float) else str(v)
-                drift_exceeded = self.loop.drift.exceeded
-            if controller.consecutive_errors > 0:
-                level, message = DiagnosticStatus.ERROR, f"inference failing: {controller.last_error}"
-            elif not controller.armed:
-                level, message = DiagnosticStatus.WARN, "disarmed"
-            elif drift_exceeded:
-                level, message = DiagnosticStatus.WARN, f"reality drifts from the forecast: {controller.last_error}"
-            elif self._active and not controller.commanding:
-                level, message = DiagnosticStatus.WARN, "not commanding: waiting for a fresh observation and chunk"
-            elif any(r.rate(now) == 0.0 for r in self.rates.values()):
-                level, message = DiagnosticStatus.WARN, "a camera is silent"
-        elif self.backend_state == "error":
-            level, message = DiagnosticStatus.ERROR, self.backend_error
-        else:
-            level, message = DiagnosticStatus.WARN, f"backend {self.backend_state}"
-        status.level, status.message = level, message
-        status.values = [KeyValue(key=k, value=v) for k, v in kv.items()]
-        return status
+        extra = {"warmup_s": f"{self.warmup_s:.2f}", "parameter_warnings": str(len(self.param_warnings))}
+        if self.param_warnings:
+            extra["parameter_warning"] = self.param_warnings[0]
+        rates = {t: r.rate(now) for t, r in list(self.rates.items())}
+        return diagnose(
+            state=self.backend_state,
+            error=self.backend_error,
+            active=self._active,
+            loop=self.loop,
+            input_rates=rates,
+            extra=extra,
+        )
 
     def _publish_diagnostics(self) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [self.diagnostic_status()]
-        self._diag_pub.publish(arr)
+        msg = convert.diagnostic_array(
+            self.diagnosis(), f"{self.get_name()}: policy", NODE_NAME, self.get_clock().now().to_msg()
+        )
+        try:
+            self._diag_pub.publish(msg)
+        except Exception:  # the context is shutting down
+            pass
 
 
-def main(args: list[str] | None = None) -> None:
-    """``policy_node`` / ``ros2 run cosmos3_ros policy_node``."""
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        if node.get_parameter("autostart").value:
-            threading.Thread(target=_autostart, args=(node,), daemon=True).start()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node._teardown()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+def _closer(backend: Any, warn: Callable[[str], None]) -> Callable[[], None]:
+    def close() -> None:
+        if backend is None:
+            return
+        try:
+            backend.close()
+        except Exception as exc:  # closing must not raise out of a transition
+            warn(f"backend close failed: {exc}")
+
+    return close
 
 
 def _autostart(node: PolicyNode) -> None:
-    """Configure then activate (run beside the executor so diagnostics flow while the model loads)."""
+    """Configure then activate (beside the executor, so diagnostics flow while the model loads)."""
     if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
         node.trigger_activate()
     else:
-        node.get_logger().error("autostart: configure failed; fix the parameters and configure again")
+        node.get_logger().error(
+            f"autostart: configure failed ({node.backend_error}); fix it and configure again "
+            "(cosmos3-ros lifecycle set ... configure)"
+        )
+
+
+def usage() -> str:
+    """What ``policy_node --help`` prints."""
+    from cosmos3_ros.core.schema import NODE_SCOPES, settings_in
+
+    lines = [
+        "policy_node: the cosmos3_policy lifecycle node (NVIDIA Cosmos 3 as the robot's policy).",
+        "",
+        "usage: policy_node [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r __ns:=/NS]]",
+        "       ros2 run cosmos3_ros policy_node --ros-args ...   (in a ROS 2 install)",
+        "",
+        "Subscribes to camera_topics, publishes ~/joint_trajectory (and a JointState stream in joint_state mode),",
+        "~/predicted_image, ~/prediction_error and /diagnostics; services ~/enable; topic ~/instruction.",
+        "Check a parameter file offline: cosmos3-ros validate-params FILE",
+        "",
+        "parameters (name, default, run-time changeable):",
+    ]
+    for scope in NODE_SCOPES:
+        lines.append(f"  [{scope}]")
+        for s in settings_in(scope):
+            lines.append(f"    {s.name} ({'runtime' if s.runtime else 'read-only'}): {s.help_text()}")
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None) -> int:
+    """``policy_node`` / ``ros2 run cosmos3_ros policy_node``. SIGINT and SIGTERM (however many) stop it cleanly."""
+    argv = list(sys.argv if args is None else args)
+    user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "-h" in user_args or "--help" in user_args:
+        print(usage())
+        return 0
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()  # the spin loop below notices within 0.1 s; a second signal changes nothing
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    node = PolicyNode(argv=argv)
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    idle = True
+    try:
+        if node.get_parameter("autostart").value:
+            threading.Thread(target=_autostart, args=(node,), daemon=True).start()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.get_logger().info("shutting down")
+        idle = node.teardown()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    if not idle:  # a model call is still running in C++: leave without waiting for it (the bag is closed)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,9 +6,12 @@ Talks openpi's protocol (msgpack-numpy over websockets), so it works with ``cosm
 sidecar`` and with NVIDIA's Cosmos 3 openpi-protocol policy server. With our server (its
 connect metadata says ``protocol: cosmos3_ros/1``) every request carries the full sampling
 settings, so results equal the in-process runtime's for the same settings and seed, and
-forward_dynamics and ``return_video`` are available. With another openpi server only
-``prompt``, ``observation/image`` and the robot state set by :meth:`set_robot_state` are
-sent, and the server's own settings apply.
+forward_dynamics and ``return_video`` are available; the robot state goes as
+``observation/state`` (one action row, model units). With another openpi server (NVIDIA's DROID
+policy server) only ``prompt``, ``observation/image`` and the robot state in the DROID/RoboArena
+keys are sent (``observation/joint_position`` = all but the last state dimension,
+``observation/gripper_position`` = 1 - the last, as NVIDIA's server flips it), the reply's last
+action column is flipped back into the model's space, and the server's own settings apply.
 
 Connection handling: the constructor does no I/O. The first call connects. A lost connection
 (server killed, network down, request timeout) is dropped and the call raises
@@ -35,16 +38,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from cosmos3_ros import __version__
 from cosmos3_ros.core.backend import BackendError
-from cosmos3_ros.core.settings import (
-    ActionChunk,
-    Forecast,
-    ModelInfo,
-    NonFiniteOutputError,
-    PolicySettings,
-    Timing,
-    validate_actions,
-    validate_image,
-)
+from cosmos3_ros.core.results import ActionChunk, Forecast, ModelInfo, NonFiniteOutputError, Timing
+from cosmos3_ros.core.settings import PolicySettings, validate_actions, validate_image
 from cosmos3_ros.sidecar import protocol as proto
 
 log = logging.getLogger(__name__)
@@ -96,7 +91,6 @@ class SidecarBackend:
         self._backoff_s = 0.0
         self._retry_at = 0.0
         self._last_error = ""
-        self._robot_state: dict[str, np.ndarray] = {}
         #: ``server_timing`` of the last reply (ms; ``infer_ms``, ``queue_ms``, ``model_*_ms``, ...).
         self.last_server_timing: dict[str, float] = {}
 
@@ -127,28 +121,6 @@ class SidecarBackend:
             self._connect_locked()
             assert self._metadata is not None
             return dict(self._metadata)
-
-    def set_robot_state(
-        self, joint_position: np.ndarray | None = None, gripper_position: np.ndarray | float | None = None
-    ) -> None:
-        """Send this state as ``observation/joint_position`` / ``observation/gripper_position`` with every request.
-
-        NVIDIA's DROID policy server needs them (7 joints, 1 gripper); our server accepts and
-        validates them but the model does not use them. ``None`` stops sending that key.
-        """
-        state: dict[str, np.ndarray] = {}
-        for key, value in (
-            ("observation/joint_position", joint_position),
-            ("observation/gripper_position", gripper_position),
-        ):
-            if value is None:
-                continue
-            arr = np.asarray(value, dtype=np.float64).reshape(-1)
-            if not np.isfinite(arr).all():
-                raise ValueError(f"{key} contains non-finite values")
-            state[key] = arr
-        with self._locked():
-            self._robot_state = state
 
     def close(self) -> None:
         """Close the connection; later calls raise BackendError."""
@@ -306,12 +278,19 @@ class SidecarBackend:
         *,
         observation_stamp: float | None = None,
         return_video: bool = False,
+        state: np.ndarray | None = None,
     ) -> ActionChunk:
-        """Ask the sidecar for an action chunk for ``image`` (HxWx3 uint8)."""
+        """Ask the sidecar for an action chunk for ``image`` (HxWx3 uint8) and the robot ``state`` (if any)."""
         validate_image(image)
+        if state is not None:
+            state = np.asarray(state, dtype=np.float32).reshape(-1)
+            if state.size != settings.action_width or not np.isfinite(state).all():
+                raise ValueError(f"state must be {settings.action_width} finite values, got {state.shape}")
 
         def build(ours: bool) -> dict[str, Any]:
             obs = self._observation(image, settings, observation_stamp, ours)
+            if state is not None:
+                obs.update({"observation/state": state} if ours else proto.droid_state_keys(state))
             if ours:
                 obs["mode"] = "policy"
                 if return_video:
@@ -329,6 +308,8 @@ class SidecarBackend:
         expected = (settings.action_chunk_size, settings.action_width)
         if ours and actions.shape != expected:
             raise BackendError(f"sidecar returned actions of shape {actions.shape}, expected {expected}")
+        if not ours and state is not None:
+            actions = proto.droid_actions_to_model(actions)
         video = None
         if return_video:
             video = _video(reply.get("video"), required=ours)
@@ -376,7 +357,6 @@ class SidecarBackend:
         self, image: np.ndarray, settings: PolicySettings, stamp: float | None, ours: bool
     ) -> dict[str, Any]:
         obs: dict[str, Any] = {"prompt": settings.prompt, "observation/image": image}
-        obs.update(self._robot_state)
         if ours:
             obs["settings"] = {key: getattr(settings, key) for key in proto.SETTINGS_KEYS}
             if stamp is not None:

@@ -36,15 +36,17 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from cosmos3_ros.core.backend import BackendError, PolicyBackend
-from cosmos3_ros.core.settings import NonFiniteOutputError, PolicySettings
+from cosmos3_ros.core.results import NonFiniteOutputError
+from cosmos3_ros.core.schema import BY_NAME
+from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.sidecar import protocol as proto
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-DEFAULT_QUEUE_SIZE = 4
+DEFAULT_HOST: str = BY_NAME["host"].default
+DEFAULT_PORT: int = BY_NAME["port"].default
+DEFAULT_MAX_MESSAGE_BYTES = int(BY_NAME["max_message_mb"].default * 2**20)
+DEFAULT_QUEUE_SIZE: int = BY_NAME["queue"].default
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -371,7 +373,11 @@ class SidecarServer:
         backend = self.backend
         if request.mode == "policy":
             return lambda: backend.policy(
-                request.image, request.settings, observation_stamp=request.timestamp, return_video=request.return_video
+                request.image,
+                request.settings,
+                observation_stamp=request.timestamp,
+                return_video=request.return_video,
+                state=request.state,
             )
         return lambda: backend.forward_dynamics(
             request.image, request.actions, request.settings, observation_stamp=request.timestamp

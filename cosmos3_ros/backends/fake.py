@@ -1,0 +1,196 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""``FakeBackend``: a deterministic :class:`~cosmos3_ros.core.backend.PolicyBackend` without a model.
+
+For fast loop, node and sidecar tests, and for checking a robot's wiring without a GPU (``backend: fake``). It is
+not a mock of the model's numbers: its actions are smooth, bounded functions of the inputs, so tests can check
+that what goes in (frame, settings, robot state) changes what comes out, and that the same inputs give the same
+actions. Faults are injected on purpose: latency (per call), errors, non-finite output.
+
+- actions: ``[chunk, width]`` float32 in [-1, 1]: a per-dimension sinusoid whose offset, amplitude and phase come
+  from a hash of the frame (subsampled), the sampling settings and the robot state; with a state, row k moves from
+  the state towards that sinusoid, so the chunk starts near the state;
+- video (``return_video``, forward_dynamics): chunk + 1 frames, frame 0 the input, frame k the input shifted k*2
+  pixels to the right (a scene that moves);
+- every call is recorded in :attr:`calls` (mode, settings, stamp, state, image shape, warm-up or not).
+
+A call waits its latency on an event that :meth:`close` sets, so a closed backend never keeps its caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cosmos3_ros.core.backend import BackendError
+from cosmos3_ros.core.results import ActionChunk, Forecast, ModelInfo, NonFiniteOutputError, Timing
+from cosmos3_ros.core.schema import DOMAIN_ACTION_WIDTH
+from cosmos3_ros.core.settings import PolicySettings, validate_actions, validate_image
+
+FAULTS = ("error", "nonfinite")
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """One recorded call."""
+
+    mode: str
+    settings: PolicySettings
+    stamp: float | None
+    state: np.ndarray | None
+    image_shape: tuple[int, ...]
+    warmup: bool
+
+
+class FakeBackend:
+    """Deterministic stand-in for a Cosmos 3 backend (see the module docstring). Thread-safe."""
+
+    def __init__(self, *, latency_s: float = 0.0, action_dim: int = 64) -> None:
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        self.latency_s = float(latency_s)
+        self.action_dim = action_dim
+        self.calls: list[FakeCall] = []
+        self._faults: deque[tuple[str, BaseException | None]] = deque()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._warming = False
+
+    # -- fault injection ------------------------------------------------------------------------------------------
+
+    def inject(self, fault: str, count: int = 1, exc: BaseException | None = None) -> None:
+        """Make the next ``count`` calls fail: ``"error"`` raises ``exc`` (default a BackendError), ``"nonfinite"``
+        produces NaN actions (raised as NonFiniteOutputError, as the real runtime does)."""
+        if fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}, got {fault!r}")
+        with self._lock:
+            self._faults.extend([(fault, exc)] * count)
+
+    def set_latency(self, seconds: float) -> None:
+        """Latency of the following calls."""
+        self.latency_s = float(seconds)
+
+    @property
+    def policy_calls(self) -> list[FakeCall]:
+        """Recorded policy calls, warm-up excluded."""
+        with self._lock:
+            return [c for c in self.calls if c.mode == "policy" and not c.warmup]
+
+    # -- PolicyBackend --------------------------------------------------------------------------------------------
+
+    def info(self) -> ModelInfo:
+        """A fake model that serves every domain."""
+        return ModelInfo("fake", self.action_dim, tuple(DOMAIN_ACTION_WIDTH), "cpu", "float32", {"backend": "fake"})
+
+    def warmup(self, settings: PolicySettings) -> float:
+        """One policy and one forward_dynamics call; returns seconds."""
+        t0 = time.perf_counter()
+        frame = np.full((48, 64, 3), 127, np.uint8)
+        self._warming = True
+        try:
+            chunk = self.policy(frame, settings)
+            self.forward_dynamics(frame, chunk.actions, settings)
+        finally:
+            self._warming = False
+        return time.perf_counter() - t0
+
+    def policy(
+        self,
+        image: np.ndarray,
+        settings: PolicySettings,
+        *,
+        observation_stamp: float | None = None,
+        return_video: bool = False,
+        state: np.ndarray | None = None,
+    ) -> ActionChunk:
+        """Deterministic actions (and video) for the inputs; see the module docstring."""
+        validate_image(image)
+        if state is not None:
+            state = np.asarray(state, dtype=np.float32)
+            if state.shape != (settings.action_width,) or not np.isfinite(state).all():
+                raise ValueError(f"state must be finite with shape ({settings.action_width},), got {state.shape}")
+        t0 = time.perf_counter()
+        fault = self._begin("policy", settings, observation_stamp, state, image.shape)
+        actions = _actions(image, settings, state)
+        if fault == "nonfinite":
+            actions[0, 0] = np.nan
+            raise NonFiniteOutputError("policy produced 1 non-finite action value(s); chunk discarded")
+        video = _video(image, settings.num_frames) if return_video else None
+        total = time.perf_counter() - t0
+        return ActionChunk(actions, settings, Timing(denoise_s=total, total_s=total), observation_stamp, video)
+
+    def forward_dynamics(
+        self,
+        image: np.ndarray,
+        actions: np.ndarray,
+        settings: PolicySettings,
+        *,
+        observation_stamp: float | None = None,
+    ) -> Forecast:
+        """The input frame moving to the right, chunk + 1 frames."""
+        validate_image(image)
+        acts = validate_actions(actions, settings)
+        t0 = time.perf_counter()
+        if self._begin("forward_dynamics", settings, observation_stamp, None, image.shape) == "nonfinite":
+            raise NonFiniteOutputError("predicted video contains non-finite pixels")
+        total = time.perf_counter() - t0
+        frames = _video(image, settings.num_frames)
+        return Forecast(frames, acts, settings, Timing(denoise_s=total, total_s=total), observation_stamp)
+
+    def close(self) -> None:
+        """Later calls (and calls waiting out their latency) raise BackendError."""
+        self._closed.set()
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _begin(
+        self, mode: str, settings: PolicySettings, stamp: float | None, state: Any, shape: tuple[int, ...]
+    ) -> str | None:
+        if self._closed.is_set():
+            raise BackendError("fake backend is closed")
+        if settings.action_width > self.action_dim:
+            raise ValueError(f"domain {settings.domain_name!r} needs width {settings.action_width} > {self.action_dim}")
+        with self._lock:
+            self.calls.append(FakeCall(mode, settings, stamp, state, tuple(shape), self._warming))
+            fault = self._faults.popleft() if self._faults and not self._warming else None
+        if self.latency_s and self._closed.wait(self.latency_s):
+            raise BackendError("fake backend closed during a call")
+        if fault is None:
+            return None
+        kind, exc = fault
+        if kind == "error":
+            raise exc if exc is not None else BackendError("injected fake backend failure")
+        return kind
+
+
+def _digest(image: np.ndarray, settings: PolicySettings, state: np.ndarray | None) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(image[::8, ::8]).tobytes())
+    h.update(repr(sorted(settings.to_dict().items())).encode())
+    if state is not None:
+        h.update(np.round(state.astype(np.float64), 6).tobytes())
+    return int.from_bytes(h.digest(), "little")
+
+
+def _actions(image: np.ndarray, settings: PolicySettings, state: np.ndarray | None) -> np.ndarray:
+    rng = np.random.default_rng(_digest(image, settings, state))
+    n, width = settings.action_chunk_size, settings.action_width
+    offset = rng.uniform(-0.5, 0.5, width)
+    amplitude = rng.uniform(0.05, 0.4, width)
+    phase = rng.uniform(0, 2 * np.pi, width)
+    t = (np.arange(n)[:, None] + 1) / settings.fps
+    wave = offset + amplitude * np.sin(2 * np.pi * 0.5 * t + phase)
+    if state is not None:  # start at the state, reach the wave by the end of the chunk
+        w = np.linspace(1.0 / n, 1.0, n)[:, None]
+        wave = (1 - w) * np.clip(state, -1, 1) + w * wave
+    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def _video(image: np.ndarray, num_frames: int) -> np.ndarray:
+    return np.stack([np.roll(image, 2 * k, axis=1) for k in range(num_frames)]).astype(np.uint8)
