@@ -62,7 +62,7 @@ class Graph:
 
     def close(self) -> None:
         for n in self.nodes:
-            teardown = getattr(n, "_teardown", None)
+            teardown = getattr(n, "teardown", None)
             if teardown is not None:
                 teardown()
         self.context.try_shutdown()

@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from cosmos3_ros.bench.benchmark import REQUIRED_KEYS, frame_deviation, gpu_slug, rel_l2, transformer_flops
+from cosmos3_ros.bench.benchmark import REQUIRED_KEYS
+from cosmos3_ros.bench.measure import frame_deviation, gpu_slug, rel_l2, transformer_flops
 
 
 def test_bench_cpu_tiny_smoke(tmp_path, capsys):
@@ -79,14 +80,14 @@ def test_gpu_slug():
     assert gpu_slug("NVIDIA A100-SXM4-80GB") == "a100"
 
 
-def test_nano_flops_match_the_facts():
+def test_nano_flops_match_the_published_estimate():
     from types import SimpleNamespace
 
     from cosmos3_ros.bench.nano import NANO_TRANSFORMER
 
     cfg = SimpleNamespace(**NANO_TRANSFORMER)
     fl = transformer_flops(cfg, 307, 1516)
-    # cosmos3-facts.md: about 28 TFLOP per forward at 1823 tokens.
+    # About 28 TFLOP per forward at 1823 tokens (15.2 B parameters: 2 * params * tokens, plus attention).
     assert 26e12 < fl["stock_forward"] < 29e12
     assert fl["stock_forward"] == pytest.approx(fl["text_stream"] + fl["gen_stream"])
 

@@ -9,12 +9,8 @@ import pytest
 import torch
 
 from cosmos3_ros.core.settings import PolicySettings
-from cosmos3_ros.model.fast_transformer import (
-    FastCosmos3Forward,
-    FastOptions,
-    _fuse_linears,
-    fused_gen_layer,
-)
+from cosmos3_ros.model.fast_transformer import FastCosmos3Forward, FastOptions
+from cosmos3_ros.model.kernels import fuse_linears, fused_gen_layer
 from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
 S = PolicySettings(prompt="stack the blocks", num_steps=3, image_size=256)
@@ -105,8 +101,8 @@ def test_fuse_linears_reuses_and_keeps_values():
     torch.manual_seed(0)
     lins = [torch.nn.Linear(8, 3, bias=False), torch.nn.Linear(8, 5, bias=False)]
     before = [lin.weight.detach().clone() for lin in lins]
-    fused = _fuse_linears(lins)
-    assert fused.shape == (8, 8) and _fuse_linears(lins) is fused
+    fused = fuse_linears(lins)
+    assert fused.shape == (8, 8) and fuse_linears(lins) is fused
     for lin, w in zip(lins, before, strict=True):
         torch.testing.assert_close(lin.weight.detach(), w, rtol=0, atol=0)
     x = torch.randn(4, 8)

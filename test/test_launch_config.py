@@ -16,8 +16,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosgraph import Graph
 
-from cosmos3_ros.control.config import load_params_file
-from cosmos3_ros.ros.params import PARAMS
+from cosmos3_ros.core.params_file import read_params_file
+from cosmos3_ros.core.schema import NODE_SETTINGS, SCOPES, markdown_table, yaml_template
 from cosmos3_ros.ros.policy_node import PolicyNode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,42 +28,42 @@ BUILTIN = {"use_sim_time"}
 def _keys(path: Path) -> dict:
     data = yaml.safe_load(path.read_text())
     assert list(data) == ["/**"], "presets apply to the node under any name and namespace"
-    return load_params_file(path)
+    report = read_params_file(path)
+    assert report.ok, report.warnings()
+    return report.values
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_every_config_key_is_a_declared_parameter(path):
-    declared = {p.name for p in PARAMS} | BUILTIN
-    keys = set(_keys(path))
-    assert keys <= declared, f"undeclared keys in {path.name}: {sorted(keys - declared)}"
+def test_every_preset_is_a_clean_parameter_file(path):
+    from cosmos3_ros.control.config import values_from_overrides
+
+    values_from_overrides(_keys(path))  # every key declared, every value in range, the combination accepted
 
 
-def test_policy_yaml_lists_every_parameter_with_its_default():
+def test_policy_yaml_is_the_schema_at_its_defaults():
+    text = (ROOT / "config" / "policy.yaml").read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#") or line.startswith("#  ")) + "\n"
+    assert body.split("/**:", 1)[1] == yaml_template().split("/**:", 1)[1], "regenerate: cosmos3-ros params --yaml"
     keys = _keys(ROOT / "config" / "policy.yaml")
-    for spec in PARAMS:
-        assert spec.name in keys, f"config/policy.yaml lacks {spec.name}"
-        if spec.name == "model":
-            continue
-        assert keys[spec.name] == spec.default or (keys[spec.name] == [] and spec.default == []), spec.name
+    assert set(keys) == {s.name for s in NODE_SETTINGS}
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_params_file_loads_into_the_node(path, tiny_model):
+def test_params_file_loads_into_the_node(path):
     g = Graph()
     try:
         node = g.add(
             PolicyNode(
                 context=g.context,
                 cli_args=["--ros-args", "--params-file", str(path)],
-                parameter_overrides=[
-                    Parameter("model", value=str(tiny_model)),
-                    Parameter("warmup", value=False),
-                    Parameter("device", value="cpu"),
-                ],
+                argv=["policy_node", "--ros-args", "--params-file", str(path)],
+                parameter_overrides=[Parameter("backend", value="fake")],
             )
         )
+        assert node.param_warnings == []
         for key, value in _keys(path).items():
-            if key in ("model", "warmup", "device"):  # overridden above
+            if key == "backend":  # overridden above
                 continue
             got = node.get_parameter(key).value if key in BUILTIN else node.values()[key]
             assert got == value, key
@@ -99,7 +99,8 @@ def test_launch_file_arguments_are_described_and_reference_installed_things():
     assert (ROOT / "resource" / "cosmos3_ros").is_file()
 
 
-def test_readme_documents_every_parameter():
+def test_readme_tables_are_the_schema():
     readme = (ROOT / "README.md").read_text()
-    missing = [p.name for p in PARAMS if f"`{p.name}`" not in readme]
-    assert not missing, f"README lacks parameters: {missing}"
+    for scope in SCOPES:
+        table = markdown_table([scope])
+        assert table in readme, f"README's {scope} table differs from the schema: cosmos3-ros params --markdown"

@@ -1,6 +1,7 @@
 # Copyright 2026 The cosmos3_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""Forecast monitoring and recording in the live node (real rclpy graph, real pipeline, tiny checkpoint)."""
+"""Forecast monitoring and recording in the live node (real rclpy graph; the fake backend, and the real tiny model
+end to end)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosgraph import Camera, Collector, Graph
@@ -22,8 +24,11 @@ from cosmos3_ros.bags.reader import open_bag
 from cosmos3_ros.core.synthetic import moving_scene_frame
 from cosmos3_ros.ros.policy_node import PolicyNode
 
+pytestmark = pytest.mark.ros
+
 TOPIC = "/cam/image_raw"
 BASE = {
+    "backend": "fake",
     "device": "cpu",
     "camera_topics": [TOPIC],
     "num_steps": 2,
@@ -40,12 +45,13 @@ def _frame(test) -> tuple[np.ndarray, float]:
     return moving_scene_frame(t, 120, 160), t
 
 
-def test_forecast_published_and_errors_measured_then_disarm_on_drift(tiny_model):
+@pytest.mark.parametrize("backend", ["fake", pytest.param("in_process", marks=pytest.mark.slow)])
+def test_forecast_published_and_errors_measured_then_disarm_on_drift(backend, request):
     g = Graph()
     try:
         params = {
             **BASE,
-            "model": str(tiny_model),
+            "backend": backend,
             "forecast_every": 1,
             "drift_threshold": 0.05,
             "disarm_on_drift": True,
@@ -55,6 +61,8 @@ def test_forecast_published_and_errors_measured_then_disarm_on_drift(tiny_model)
             "replan_every": 16,
             "max_observation_age": 5.0,
         }
+        if backend == "in_process":
+            params["model"] = str(request.getfixturevalue("tiny_model"))
         node = g.add(
             PolicyNode(context=g.context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         )
@@ -70,29 +78,29 @@ def test_forecast_published_and_errors_measured_then_disarm_on_drift(tiny_model)
             img, t = _frame(test)
             cam.publish(img, stamp=t)
             time.sleep(0.1)
-            return not node.controller.armed
+            return not node.loop.controller.armed
 
         g.wait_for(tick, timeout=120, period=0.0)  # the random-weights forecast is far off: drift disarms
         g.wait_for(lambda: len(preds) >= 16, timeout=10)
         p = preds.snapshot()[0]
-        # The model predicts the content area floored to whole 16-pixel latents: 120x160 -> 112x160.
-        assert (p.height, p.width, p.encoding) == (112, 160, "rgb8")
+        # The model predicts the content area floored to whole 16-pixel latents: 120x160 -> 112x160 (the fake
+        # backend forecasts the input size).
+        assert (p.height, p.width, p.encoding) == ((112 if backend == "in_process" else 120), 160, "rgb8")
         first_chunk = next(m for m in trajs.snapshot() if len(m.points) > 1)
         obs = first_chunk.header.stamp.sec + first_chunk.header.stamp.nanosec * 1e-9
         pstamps = sorted(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in preds.snapshot()[:16])
         np.testing.assert_allclose(pstamps, obs + np.arange(1, 17) / 5.0, atol=1e-6)  # stamped when expected
         assert len(errs) >= 1 and all(np.isfinite(m.data) for m in errs.snapshot())
-        assert node.controller.counters.get("drift_disarms") == 1
+        assert node.loop.controller.counters.get("drift_disarms") == 1
         assert any(len(m.points) == 1 for m in trajs.snapshot()), "disarming published a hold"
-        status = node.diagnostic_status()
-        values = {kv.key: kv.value for kv in status.values}
+        values = node.diagnosis().values
         assert float(values["prediction_error_last"]) > 0.05
         assert "drift_threshold" in values["last_error"]
     finally:
         g.close()
 
 
-def test_recording_survives_sigterm(tiny_model, tmp_path):
+def test_recording_survives_sigterm(tmp_path):
     g = Graph()
     bag = tmp_path / "rec"
     env = {**os.environ, "ROS_DOMAIN_ID": str(g.domain_id), "PYTHONUNBUFFERED": "1"}
@@ -101,8 +109,6 @@ def test_recording_survives_sigterm(tiny_model, tmp_path):
         "-m",
         "cosmos3_ros.ros.policy_node",
         "--ros-args",
-        "-p",
-        f"model:={tiny_model}",
         "-p",
         f"record_path:={bag}",
         "-p",

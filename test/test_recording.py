@@ -178,7 +178,7 @@ def gate_writer(rec: BagRecorder) -> tuple[threading.Event, threading.Event]:
         release.wait(30)
         return data
 
-    rec._put("/gate", "std_msgs/msg/Float64", 1, build, droppable=False)
+    rec._put("/gate", "std_msgs/msg/Float64", 1, build, droppable=False)  # noqa: SLF001 (white-box queue test)
     assert entered.wait(10)
     return entered, release
 

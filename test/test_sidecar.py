@@ -1,17 +1,21 @@
 # Copyright 2026 The cosmos3_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""The GPU sidecar as robots use it: real ``cosmos3-ros sidecar`` processes on loopback, the tiny checkpoint.
+"""The GPU sidecar as robots use it, over real websockets on loopback.
 
-Clients: our ``SidecarBackend``, raw websocket connections (for malformed traffic) and the real
-``openpi-client`` from PyPI in its own virtual environment (it pins numpy<2). That venv is
-created once under ``$COSMOS3_ROS_OPENPI_VENV`` (default /tmp/cosmos3_ros_openpi_venv); when it
+Fast tier: an in-process ``SidecarServer`` serving the deterministic ``FakeBackend`` (port 0), a FakeBackend server
+process (for SIGKILL outages), a foreign openpi-style stub, and clients: our ``SidecarBackend``, raw websocket
+connections (for malformed traffic) and the real ``openpi-client`` from PyPI in its own virtual environment (it pins
+numpy<2). That venv is created once under ``$COSMOS3_ROS_OPENPI_VENV`` (default /tmp/cosmos3_ros_openpi_venv); when it
 cannot be created (no network) the openpi tests fail under CI=... and are skipped otherwise.
+
+Slow tier (``-m slow``): a real ``cosmos3-ros sidecar`` process on the tiny checkpoint, bit for bit against the
+in-process runtime.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -19,218 +23,307 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
+from sidecar_util import (
+    IMG,
+    SERVER_DEFAULTS,
+    TOKEN,
+    OpenpiStyleServer,
+    S,
+    ServerThread,
+    SidecarProcess,
+    ask,
+    free_port,
+    raw_connect,
+    wait_until,
+)
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from cosmos3_ros.backends.fake import FakeBackend
 from cosmos3_ros.core.backend import BackendError, PolicyBackend
-from cosmos3_ros.core.settings import PolicySettings
+from cosmos3_ros.core.results import NonFiniteOutputError
+from cosmos3_ros.core.schema import BY_NAME
 from cosmos3_ros.sidecar import protocol as proto
-from cosmos3_ros.sidecar.client import SidecarBackend
+from cosmos3_ros.sidecar.client import SidecarBackend, SidecarBusyError
 
-TOKEN = "s3cret-token"
-#: Requests in these tests override the server defaults (num_steps 2) on purpose.
-S = PolicySettings(prompt="pick up the red cup", num_steps=3, seed=5)
+SERVER_LOG = "cosmos3_ros.sidecar.server"
 
 
-# -- helpers --------------------------------------------------------------------------------------
+def _p(obj) -> bytes:
+    return proto.packb(obj)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def server():
+    """An in-process sidecar serving a fresh FakeBackend (no token, queue 4, defaults num_steps 2)."""
+    with ServerThread() as srv:
+        yield srv
 
 
-class SidecarProcess:
-    """One ``cosmos3-ros sidecar`` subprocess with its log in a file."""
-
-    def __init__(self, model: Path, port: int, log_path: Path, *extra: str) -> None:
-        self.model, self.port, self.log_path, self.extra = model, port, log_path, extra
-        self.proc: subprocess.Popen | None = None
-        self.url = f"ws://127.0.0.1:{port}"
-
-    def start(self) -> SidecarProcess:
-        cmd = [sys.executable, "-m", "cosmos3_ros.cli", "sidecar", "--model", str(self.model)]
-        cmd += ["--port", str(self.port), "--num-steps", "2", *self.extra]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def healthz(self) -> tuple[int, dict]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-            return r.status, json.loads(r.read())
-
-    def wait_healthy(self, timeout: float = 180.0) -> SidecarProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"sidecar exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if self.healthz()[0] == 200:
-                    return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"sidecar not healthy after {timeout} s:\n{self.log()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+@pytest.fixture
+def strict_server():
+    """An in-process sidecar with a token, a 1 MiB message limit and a queue of 1."""
+    with ServerThread(token=TOKEN, max_message_bytes=2**20, queue_size=1) as srv:
+        yield srv
 
 
-def raw_connect(url: str, **kwargs):
-    """A plain websocket client: returns (connection, metadata)."""
-    ws = connect(url, compression=None, max_size=None, open_timeout=10, **kwargs)
-    return ws, proto.unpackb(ws.recv(timeout=10))
+# -- operations -------------------------------------------------------------------------------------------------
 
 
-def ask(ws, payload: bytes | str, timeout: float = 120.0) -> dict:
-    ws.send(payload)
-    reply = ws.recv(timeout=timeout)
-    assert isinstance(reply, bytes), f"text frame from server: {reply!r}"
-    out = proto.unpackb(reply)
-    assert isinstance(out, dict)
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    """The default sidecar: no token, queue 2, server defaults num_steps 2."""
-    srv = SidecarProcess(tiny_model, free_port(), tmp_path_factory.mktemp("sidecar") / "server.log", "--queue", "2")
-    srv.start().wait_healthy()
-    yield srv
-    rc = srv.stop()
-    assert rc == 0, srv.log()[-3000:]
-
-
-@pytest.fixture(scope="module")
-def strict_server(tiny_model, tmp_path_factory):
-    """A sidecar with a token, a 1 MiB message limit and a queue of 1."""
-    srv = SidecarProcess(
-        tiny_model,
-        free_port(),
-        tmp_path_factory.mktemp("sidecar-strict") / "server.log",
-        "--token",
-        TOKEN,
-        "--max-message-mb",
-        "1",
-        "--queue",
-        "1",
-    )
-    srv.start().wait_healthy()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def runtime(tiny_model):
-    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
-
-    return Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
-
-
-# -- operations -----------------------------------------------------------------------------------
-
-
-def test_healthz_is_200_once_warm_and_warmup_precedes_listening(server):
-    status, body = server.healthz()
-    assert status == 200 and body["status"] == "ok"
-    log = server.log()
-    assert log.index("warm-up done") < log.index("serving on ws://127.0.0.1:")  # loopback by default
+def test_warm_up_precedes_listening_and_healthz_reports_ok(caplog):
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    with ServerThread() as srv:
+        calls = list(srv.backend.calls)
+        assert [(c.mode, c.warmup, c.settings) for c in calls] == [
+            ("policy", True, SERVER_DEFAULTS),
+            ("forward_dynamics", True, SERVER_DEFAULTS),
+        ]
+        assert srv.healthz() == (200, {"status": "ok", "queue": 0, "busy": False, "served": 0})
+        ws, _ = raw_connect(srv.url)
+        with ws:
+            assert "action" in ask(ws, _p({"observation/image": IMG}))
+        assert srv.healthz()[1]["served"] == 1
+    messages = caplog.messages
+    warm = next(i for i, m in enumerate(messages) if m.startswith("warm-up done"))
+    listening = next(i for i, m in enumerate(messages) if m.startswith(f"serving on ws://127.0.0.1:{srv.port}"))
+    assert warm < listening  # loopback by default, and only after the warm-up
+    with ServerThread(warmup=False) as cold:
+        assert cold.backend.calls == [] and cold.healthz()[0] == 200
 
 
 def test_metadata_is_sent_on_connect(server):
     ws, meta = raw_connect(server.url)
     ws.close()
-    assert meta["protocol"] == proto.PROTOCOL
+    assert meta["protocol"] == proto.PROTOCOL and meta["model"] == "fake"
     assert (meta["domain"], meta["action_chunk_size"], meta["action_dim"], meta["fps"]) == (
         "bridge_orig_lerobot",
         16,
         10,
         5.0,
     )
-    assert meta["model_action_dim"] == 64 and meta["settings"]["num_steps"] == 2
-    assert {"cosmos3_ros", "diffusers", "torch", "websockets", "msgpack"} <= set(meta["versions"])
+    assert meta["model_action_dim"] == 64 and meta["settings"] == SERVER_DEFAULTS.to_dict()
+    assert meta["settings"]["num_steps"] == 2 and meta["settings"]["shift"] == 0.0
+    assert {"backend", "websockets", "msgpack", "numpy"} <= set(meta["versions"])
     assert meta["auth"] is False and meta["settings_keys"] == list(proto.SETTINGS_KEYS)
+    assert meta["modes"] == ["policy", "forward_dynamics"] and meta["camera_keys"] == list(proto.CAMERA_KEYS)
+    assert (meta["queue_size"], meta["max_message_bytes"]) == (4, 32 * 2**20)
+    assert "bridge_orig_lerobot" in meta["domains"] and (meta["device"], meta["dtype"]) == ("cpu", "float32")
 
 
-def test_reply_schema_timing_and_per_request_log_line(server, frame):
+def test_reply_schema_timing_and_per_request_log_line(server, frame, caplog):
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
     ws, _ = raw_connect(server.url)
     with ws:
-        r1 = ask(ws, proto.packb({"observation/image": frame, "prompt": "x", "observation/timestamp": 42.25}))
-        r2 = ask(ws, proto.packb({"observation/image": frame, "prompt": "x", "unknown/key": 1}))
+        r1 = ask(ws, _p({"observation/image": frame, "prompt": "x", "observation/timestamp": 42.25}))
+        r2 = ask(ws, _p({"observation/image": frame, "prompt": "x", "unknown/key": 1, "return_video": True}))
     assert r1["action"].dtype == np.float32 and r1["action"].shape == (16, 10)
+    np.testing.assert_array_equal(
+        r1["action"], FakeBackend().policy(frame, SERVER_DEFAULTS.replace(prompt="x")).actions
+    )
     assert r1["observation/timestamp"] == 42.25 and r1["settings"]["prompt"] == "x"
-    assert {"infer_ms", "queue_ms", "unpack_ms", "model_denoise_ms"} <= set(r1["server_timing"])
-    assert r1["server_timing"]["infer_ms"] > 0 and "video" not in r1
+    assert r1["mode"] == "policy" and r1["cameras"] == ["observation/image"] and "video" not in r1
+    assert {"infer_ms", "queue_ms", "unpack_ms", "model_denoise_ms", "model_decode_ms"} <= set(r1["server_timing"])
+    assert r1["server_timing"]["infer_ms"] > 0 and "prev_total_ms" not in r1["server_timing"]
     assert "prev_total_ms" in r2["server_timing"] and r2["ignored_keys"] == ["unknown/key"]
-    assert "policy 240x320 steps 2 -> ok: infer" in server.log()
+    assert r2["video"].dtype == np.uint8 and r2["video"].shape == (17, 240, 320, 3)
+    assert any("policy 240x320 steps 2 -> ok: infer" in m for m in caplog.messages), caplog.messages
 
 
 def test_control_messages_are_acknowledged(server):
     ws, _ = raw_connect(server.url)
     with ws:
-        assert ask(ws, proto.packb({"__ctrl__": "episode_start", "__task__": "t"}))["__ack__"] == "episode_start"
+        assert ask(ws, _p({"__ctrl__": "episode_start", "__task__": "t"}))["__ack__"] == "episode_start"
+    assert server.backend.policy_calls == []
 
 
-# -- parity with the in-process runtime -----------------------------------------------------------------
+def test_stop_answers_the_running_call_fails_queued_ones_and_closes_with_1001(frame, caplog):
+    """SIGINT/SIGTERM in the CLI set this stop event: queued requests get ``unavailable``, the running call
+    finishes and is answered, new requests are refused, connections close with 1001."""
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    srv = ServerThread(FakeBackend(latency_s=0.3)).start()
+    request = _p({"observation/image": IMG, "observation/timestamp": 1.5})
+    running, queued, late = (raw_connect(srv.url)[0] for _ in range(3))
+    try:
+        running.send(request)
+        wait_until(lambda: srv.healthz()[1]["busy"])
+        queued.send(request)
+        wait_until(lambda: srv.healthz()[1]["queue"] == 1)
+        srv.request_stop()
+        assert wait_until(lambda: srv.healthz()[0] == 503) and srv.healthz()[1]["status"] == "stopping"
+        refused = ask(late, request)
+        assert refused["error"] == {"type": "unavailable", "message": "the server is shutting down"}
+        failed = proto.unpackb(queued.recv(timeout=5))
+        assert failed["error"]["type"] == "unavailable" and failed["observation/timestamp"] == 1.5
+        answered = proto.unpackb(running.recv(timeout=5))
+        assert "error" not in answered and answered["action"].shape == (16, 10)
+        for ws in (running, queued, late):
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        srv.join()
+    finally:
+        for ws in (running, queued, late):
+            ws.close()
+        srv.stop()
+    assert len(srv.backend.policy_calls) == 1  # the queued request never reached the model
+    assert "stopped after 1 request(s), 2 error(s)" in caplog.messages
 
 
-def test_sidecar_backend_equals_in_process_runtime(server, runtime, frame):
-    backend = SidecarBackend(server.url, timeout_s=120)
-    assert isinstance(backend, PolicyBackend)
-    with backend:
-        for settings in (S, S.replace(seed=9, shift=3.0, domain_name="droid", action_chunk_size=8, fps=15)):
+# -- SidecarBackend <-> server round trips ----------------------------------------------------------------------
+
+
+def test_sidecar_backend_round_trip_equals_direct_backend_calls(server, frame):
+    direct = FakeBackend()
+    other = S.replace(
+        seed=9,
+        shift=3.0,
+        domain_name="droid",
+        action_chunk_size=8,
+        fps=15,
+        guidance=2.5,
+        view_point="wrist_view",
+        negative_prompt="blurry",
+        use_system_prompt=True,
+    )
+    with SidecarBackend(server.url, timeout_s=10) as backend:
+        assert isinstance(backend, PolicyBackend)
+        for settings in (S, other):
             remote = backend.policy(frame, settings, observation_stamp=3.5)
-            local = runtime.policy(frame, settings)
             assert remote.actions.dtype == np.float32 and remote.observation_stamp == 3.5
-            np.testing.assert_array_equal(remote.actions, local.actions)
-        # video and forward_dynamics too (short chunk: decoding is the slow part on CPU)
-        short, small = S.replace(action_chunk_size=4), frame[::4, ::4]
-        remote = backend.policy(small, short, return_video=True)
-        local = runtime.policy(small, short, return_video=True)
+            np.testing.assert_array_equal(remote.actions, direct.policy(frame, settings).actions)
+            call = server.backend.policy_calls[-1]  # every setting arrived, not the server's defaults
+            assert call.settings == settings and call.stamp == 3.5 and call.image_shape == frame.shape
+            assert call.state is None and remote.timing.total_s > 0
+        assert {"infer_ms", "queue_ms", "unpack_ms"} <= set(backend.last_server_timing)
+        assert not np.array_equal(backend.policy(frame, S).actions, backend.policy(frame, S.replace(seed=6)).actions)
+        # video and forward_dynamics too
+        short = S.replace(action_chunk_size=4)
+        remote = backend.policy(frame, short, return_video=True)
+        local = direct.policy(frame, short, return_video=True)
         np.testing.assert_array_equal(remote.actions, local.actions)
         np.testing.assert_array_equal(remote.video, local.video)
-        remote_fd = backend.forward_dynamics(small, local.actions, short)
-        local_fd = runtime.forward_dynamics(small, local.actions, short)
-        np.testing.assert_array_equal(remote_fd.frames, local_fd.frames)
+        assert remote.video.shape == (5, 240, 320, 3) and remote.video.flags.writeable
+        remote_fd = backend.forward_dynamics(frame, local.actions, short, observation_stamp=1.0)
+        np.testing.assert_array_equal(remote_fd.frames, direct.forward_dynamics(frame, local.actions, short).frames)
         assert remote_fd.frames.shape[0] == 5 and remote_fd.frames.dtype == np.uint8
+        assert server.backend.calls[-1].mode == "forward_dynamics" and server.backend.calls[-1].stamp == 1.0
         info = backend.info()
-        assert info.action_dim == 64 and "bridge_orig_lerobot" in info.domains
+        assert (info.model, info.action_dim, info.dtype) == ("fake", 64, "float32")
+        assert "bridge_orig_lerobot" in info.domains and info.device == f"cpu via {server.url}"
+        assert info.versions["sidecar_protocol"] == proto.PROTOCOL
+        n = len(server.backend.calls)
         assert backend.warmup(S) > 0
-        # the contract: bad input is ValueError (checked locally or by the server), not BackendError
-        with pytest.raises(ValueError, match="server limit"):
-            backend.policy(frame, S.replace(num_steps=10_000))
+        assert [(c.mode, c.settings.num_steps) for c in server.backend.calls[n:]] == [
+            ("policy", 2),
+            ("forward_dynamics", 2),
+        ]
+        # the contract: bad input is ValueError (here found by the server), not BackendError
+        with pytest.raises(ValueError, match=r"sidecar rejected the request: 'observation/image' is 8x8"):
+            backend.policy(np.zeros((8, 8, 3), np.uint8), S)
         assert backend.policy(frame, S).actions.shape == (16, 10)  # connection still good
 
 
-# -- malformed traffic ----------------------------------------------------------------------------------
+def test_state_round_trip_through_our_server(server, frame):
+    direct = FakeBackend()
+    state = np.linspace(-0.6, 0.6, 10, dtype=np.float32)
+    with SidecarBackend(server.url) as backend:
+        with_state = backend.policy(frame, S, state=state).actions
+        np.testing.assert_array_equal(with_state, direct.policy(frame, S, state=state).actions)
+        np.testing.assert_array_equal(server.backend.policy_calls[-1].state, state)
+        # the actions depend on the state: none, or another one, give other actions
+        without = backend.policy(frame, S).actions
+        assert server.backend.policy_calls[-1].state is None
+        assert not np.array_equal(with_state, without)
+        assert not np.array_equal(with_state, backend.policy(frame, S, state=-state).actions)
+        assert np.abs(with_state[0] - state).max() < 0.13  # the fake chunk starts at the state
+        # the width follows the domain
+        pusht = S.replace(domain_name="pusht")
+        np.testing.assert_array_equal(
+            backend.policy(frame, pusht, state=[0.1, -0.1]).actions,
+            direct.policy(frame, pusht, state=np.array([0.1, -0.1])).actions,
+        )
+        # a bad state is a ValueError before anything is sent
+        n = len(server.backend.calls)
+        with pytest.raises(ValueError, match=r"state must be 10 finite values"):
+            backend.policy(frame, S, state=np.zeros(7))
+        with pytest.raises(ValueError, match=r"state must be 10 finite values"):
+            backend.policy(frame, S, state=np.full(10, np.nan))
+        assert len(server.backend.calls) == n
 
-IMG = np.full((48, 64, 3), 100, np.uint8)
+
+def test_model_failures_become_error_replies_and_the_connection_stays_open(server, frame, caplog):
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    ws, _ = raw_connect(server.url)
+    with ws:
+        server.backend.inject("error")
+        reply = ask(ws, _p({"observation/image": IMG, "observation/timestamp": 4.0}))
+        assert reply["error"] == {"type": "model_error", "message": "injected fake backend failure"}
+        assert reply["observation/timestamp"] == 4.0 and "infer_ms" in reply["server_timing"]
+        assert "action" in ask(ws, _p({"observation/image": IMG}))
+    with SidecarBackend(server.url) as b:
+        server.backend.inject("error")
+        with pytest.raises(BackendError, match="sidecar model_error: injected fake backend failure"):
+            b.policy(frame, S)
+        server.backend.inject("nonfinite")
+        with pytest.raises(NonFiniteOutputError, match=r"^sidecar: policy produced non-finite"):
+            b.policy(frame, S)
+        server.backend.inject("error", exc=ValueError("frame out of focus"))
+        with pytest.raises(ValueError, match="sidecar rejected the request: frame out of focus"):
+            b.policy(frame, S)
+        server.backend.inject("error", exc=RuntimeError("boom"))
+        with pytest.raises(BackendError, match="sidecar internal_error: RuntimeError: boom"):
+            b.policy(frame, S)
+        np.testing.assert_array_equal(b.policy(frame, S).actions, FakeBackend().policy(frame, S).actions)
+        assert b.connected
+    # error replies never cost the connection: one for the raw client, one for the backend
+    assert sum(m.endswith(" connected") for m in caplog.messages) == 2, caplog.messages
+    assert server.healthz()[0] == 200
 
 
-def _p(obj) -> bytes:
-    return proto.packb(obj)
+# -- per-request settings: the schema's bounds ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "bound"),
+    [
+        ("num_steps", 300, "[1, 200]"),
+        ("action_chunk_size", 129, "[1, 128]"),
+        ("seed", 2**31, "[0, 2147483647]"),
+        ("fps", 121.0, "[0.5, 120]"),
+        ("fps", 0.25, "[0.5, 120]"),
+        ("guidance", 0.5, "[1, 20]"),
+        ("shift", 60.0, "[0.1, 50]"),
+    ],
+)
+def test_out_of_range_setting_is_a_bad_request_with_the_schema_bound(server, name, value, bound):
+    ws, _ = raw_connect(server.url)
+    with ws:
+        reply = ask(ws, _p({"observation/image": IMG, "settings": {name: value}, "observation/timestamp": 2.0}))
+    assert reply["error"]["type"] == "bad_request" and reply["observation/timestamp"] == 2.0
+    message = reply["error"]["message"]
+    assert f"{name}={value!r} is outside {bound}" in message, message
+    assert message == f"settings.{BY_NAME[name].check(value)}"  # the words of the node's parameter check
+    assert server.backend.policy_calls == []
+
+
+def test_settings_at_the_schema_bounds_are_served(server):
+    ws, _ = raw_connect(server.url)
+    with ws:
+        reply = ask(ws, _p({"observation/image": IMG, "settings": {"num_steps": 200, "action_chunk_size": 128}}))
+        assert reply["action"].shape == (128, 10) and reply["settings"]["num_steps"] == 200
+        reply = ask(ws, _p({"observation/image": IMG, "prompt": "p" * 4096, "settings": {"seed": 2**31 - 1}}))
+        assert "action" in reply and reply["settings"]["seed"] == 2**31 - 1
+        reply = ask(ws, _p({"observation/image": IMG, "prompt": "p" * 4097}))
+        assert reply["error"]["type"] == "bad_request"
+        assert reply["error"]["message"] == "'prompt': prompt has 4097 characters; the limit is 4096"
+
+
+# -- malformed traffic ------------------------------------------------------------------------------------------
 
 
 def _arr(**fields) -> dict:
@@ -278,9 +371,11 @@ MALFORMED: dict[str, bytes | str] = {
     "unknown settings key": _p({"observation/image": IMG, "settings": {"temperature": 0.5}}),
     "settings not a map": _p({"observation/image": IMG, "settings": "fast"}),
     "bad setting type": _p({"observation/image": IMG, "settings": {"num_steps": "ten"}}),
+    "integral float for an int setting": _p({"observation/image": IMG, "settings": {"num_steps": 3.0}}),
     "bad setting value": _p({"observation/image": IMG, "settings": {"image_size": 333}}),
     "negative seed": _p({"observation/image": IMG, "settings": {"seed": -1}}),
     "guidance below 1": _p({"observation/image": IMG, "settings": {"guidance": 0.5}}),
+    "nil shift": _p({"observation/image": IMG, "settings": {"shift": None}}),
     "nan fps": _p({"observation/image": IMG, "settings": {"fps": float("nan")}}),
     "num_steps over limit": _p({"observation/image": IMG, "settings": {"num_steps": 10**9}}),
     "chunk over limit": _p({"observation/image": IMG, "settings": {"action_chunk_size": 10**6}}),
@@ -299,6 +394,8 @@ MALFORMED: dict[str, bytes | str] = {
     "timestamp not a number": _p({"observation/image": IMG, "observation/timestamp": "now"}),
     "joint_position with nan": _p({"observation/image": IMG, "observation/joint_position": np.array([0, np.nan])}),
     "gripper_position as dict": _p({"observation/image": IMG, "observation/gripper_position": {"x": 1}}),
+    "state of the wrong width": _p({"observation/image": IMG, "observation/state": np.zeros(7)}),
+    "state with inf": _p({"observation/image": IMG, "observation/state": np.full(10, np.inf)}),
     "control with non-string name": _p({"__ctrl__": [1]}),
 }
 
@@ -306,8 +403,8 @@ MALFORMED: dict[str, bytes | str] = {
 def test_malformed_requests_get_error_replies_and_the_server_keeps_serving(server):
     """Every case gets a bad_request reply on a connection that stays open and keeps serving.
 
-    After each case an openpi control message must be answered on the same connection (cheap proof
-    that the handler still serves); every 8th case and at the end a full model request must succeed.
+    After each case an openpi control message must be answered on the same connection (cheap proof that the handler
+    still serves); every 8th case and at the end a full model request must succeed.
     """
     valid = _p({"observation/image": IMG, "prompt": "ok", "observation/timestamp": 1.0})
     ping = _p({"__ctrl__": "episode_start"})
@@ -324,8 +421,8 @@ def test_malformed_requests_get_error_replies_and_the_server_keeps_serving(serve
                 assert "error" not in ok and ok["action"].shape == (16, 10), (name, ok)
         ok = ask(ws, valid)
         assert "error" not in ok and ok["action"].shape == (16, 10)
-    assert server.proc.poll() is None
-    assert server.healthz()[0] == 200
+    assert len(server.backend.policy_calls) == len(MALFORMED) // 8 + 1  # no malformed request reached the model
+    assert server.healthz()[0] == 200 and server.server.errors == len(MALFORMED)
 
 
 def test_error_reply_echoes_the_timestamp(server):
@@ -336,57 +433,77 @@ def test_error_reply_echoes_the_timestamp(server):
     assert reply["observation/timestamp"] == 7.5
 
 
-# -- concurrency -------------------------------------------------------------------------------------
+# -- concurrency ------------------------------------------------------------------------------------------------
 
 
-def test_two_clients_at_once_are_both_served_in_turn(server, frame):
-    results: dict[int, list[np.ndarray]] = {}
-    waits: dict[int, list[float]] = {}
+def test_two_clients_at_once_are_both_served_in_turn(frame):
+    results: dict[int, list[np.ndarray]] = {1: [], 2: []}
+    waits: dict[int, list[float]] = {1: [], 2: []}
     errors: list[BaseException] = []
+    start = threading.Barrier(2)
+    with ServerThread(FakeBackend(latency_s=0.1)) as srv:
 
-    def client(seed: int) -> None:
-        try:
-            with SidecarBackend(server.url, timeout_s=120) as b:
-                results[seed], waits[seed] = [], []
-                for _ in range(3):
-                    results[seed].append(b.policy(frame, S.replace(seed=seed)).actions)
-                    waits[seed].append(b.last_server_timing["queue_ms"])
-        except BaseException as exc:
-            errors.append(exc)
+        def client(seed: int) -> None:
+            try:
+                with SidecarBackend(srv.url, timeout_s=10) as b:
+                    b.connect()
+                    for _ in range(3):
+                        start.wait(10)  # both ask at the same moment, every round
+                        results[seed].append(b.policy(frame, S.replace(seed=seed)).actions)
+                        waits[seed].append(b.last_server_timing["queue_ms"])
+            except BaseException as exc:
+                errors.append(exc)
+                start.abort()
 
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors
-    for seed in (1, 2):
-        assert len(results[seed]) == 3
-        assert all(np.array_equal(a, results[seed][0]) for a in results[seed])  # no mixed-up replies
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert len(srv.backend.policy_calls) == 6
+    for seed in (1, 2):  # no mixed-up replies
+        expected = FakeBackend().policy(frame, S.replace(seed=seed)).actions
+        assert len(results[seed]) == 3 and all(np.array_equal(a, expected) for a in results[seed])
     assert not np.array_equal(results[1][0], results[2][0])
-    assert max(waits[1] + waits[2]) > 10.0  # somebody waited for the other's GPU job
+    for k in range(3):  # in every round one client waited for the other's model call (one call at a time)
+        assert max(waits[1][k], waits[2][k]) > 50.0, (waits, k)
 
 
-def test_full_queue_answers_busy_and_connection_survives(strict_server, frame):
-    heavy = _p({"observation/image": frame, "settings": {"num_steps": 12}})
-    conns = [
-        raw_connect(strict_server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"})[0] for _ in range(4)
-    ]
-    try:
-        for ws in conns:
-            ws.send(heavy)
-        replies = [proto.unpackb(ws.recv(timeout=120)) for ws in conns]
-        kinds = ["ok" if "action" in r else r["error"]["type"] for r in replies]
-        assert kinds.count("busy") >= 1 and kinds.count("ok") >= 1 and set(kinds) <= {"ok", "busy"}, kinds
-        busy = kinds.index("busy")
-        assert "retry later" in replies[busy]["error"]["message"]
-        assert "action" in ask(conns[busy], _p({"observation/image": IMG}))
-    finally:
-        for ws in conns:
-            ws.close()
+def test_full_queue_answers_busy_at_once_and_the_connection_survives():
+    with ServerThread(FakeBackend(latency_s=0.25), queue_size=1) as srv:
+        conns = [raw_connect(srv.url)[0] for _ in range(3)]
+        request = _p({"observation/image": IMG, "observation/timestamp": 5.0})
+
+        def fill() -> None:
+            conns[0].send(request)
+            wait_until(lambda: srv.healthz()[1]["busy"])  # one running
+            conns[1].send(request)
+            wait_until(lambda: srv.healthz()[1]["queue"] == 1)  # one waiting: the queue is full
+
+        try:
+            fill()
+            t0 = time.monotonic()
+            busy = ask(conns[2], request)
+            assert time.monotonic() - t0 < 0.2  # at once, not after the model call
+            assert busy["error"]["type"] == "busy" and busy["observation/timestamp"] == 5.0
+            assert busy["error"]["message"] == "busy: 1 request(s) already waiting for the model; retry later"
+            first, second = (proto.unpackb(ws.recv(timeout=5)) for ws in conns[:2])
+            assert "action" in first and "action" in second
+            assert second["server_timing"]["queue_ms"] > 100  # it waited for the first call
+            assert "action" in ask(conns[2], request)  # the same connection is served once there is room
+            # what a robot sees through the backend: SidecarBusyError, a BackendError
+            fill()
+            with SidecarBackend(srv.url) as b, pytest.raises(SidecarBusyError, match="retry later"):
+                b.policy(IMG, S)
+            assert all("action" in proto.unpackb(ws.recv(timeout=5)) for ws in conns[:2])
+        finally:
+            for ws in conns:
+                ws.close()
+        assert len(srv.backend.policy_calls) == 5
 
 
-# -- security -------------------------------------------------------------------------------------------
+# -- security ---------------------------------------------------------------------------------------------------
 
 
 def _rejection(url: str, **kwargs) -> ConnectionClosed:
@@ -396,13 +513,14 @@ def _rejection(url: str, **kwargs) -> ConnectionClosed:
     return info.value
 
 
-def test_missing_or_wrong_token_is_rejected_with_1008_and_a_clear_reason(strict_server):
+def test_missing_or_wrong_token_is_rejected_with_1008_and_a_clear_reason(strict_server, caplog):
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
     exc = _rejection(strict_server.url)
     assert exc.rcvd.code == 1008 and "no token" in exc.rcvd.reason and "Bearer" in exc.rcvd.reason
     exc = _rejection(strict_server.url, additional_headers={"Authorization": "Bearer wrong"})
     assert exc.rcvd.code == 1008 and exc.rcvd.reason == "unauthorized: wrong token"
     exc = _rejection(strict_server.url + "/?token=wrong")
-    assert exc.rcvd.code == 1008
+    assert exc.rcvd.code == 1008 and exc.rcvd.reason == "unauthorized: wrong token"
     # the right token, three ways (openpi-client sends "Api-Key <key>")
     for kwargs, url in (
         ({"additional_headers": {"Authorization": f"Bearer {TOKEN}"}}, strict_server.url),
@@ -418,9 +536,11 @@ def test_missing_or_wrong_token_is_rejected_with_1008_and_a_clear_reason(strict_
     ):
         b.info()
     assert "1008" in str(info.value) and "wrong token" in str(info.value)
-    assert "rejected: unauthorized: wrong token" in strict_server.log()
-    assert TOKEN not in strict_server.log()
-    assert strict_server.healthz()[0] == 200
+    with SidecarBackend(strict_server.url, token=TOKEN) as b:
+        assert b.policy(IMG, S).actions.shape == (16, 10)
+    assert any(m.endswith("rejected: unauthorized: wrong token") for m in caplog.messages)
+    assert TOKEN not in caplog.text
+    assert strict_server.healthz()[0] == 200  # /healthz needs no token
 
 
 def test_oversize_message_is_rejected_with_1009(strict_server):
@@ -434,44 +554,44 @@ def test_oversize_message_is_rejected_with_1009(strict_server):
         with pytest.raises(BackendError, match="1009"):
             b.policy(np.zeros((600, 800, 3), np.uint8), S)
         assert b.policy(IMG, S).actions.shape == (16, 10)  # reconnects, smaller frames still fine
+    assert len(strict_server.backend.policy_calls) == 1
 
 
-# -- outage -------------------------------------------------------------------------------------------
+# -- outage -----------------------------------------------------------------------------------------------------
 
 
-def test_backend_fails_fast_during_an_outage_and_recovers_after_restart(tiny_model, tmp_path, frame):
+def test_backend_fails_fast_during_an_outage_and_recovers_after_restart(tmp_path, frame):
     port = free_port()
-    first = SidecarProcess(tiny_model, port, tmp_path / "first.log").start().wait_healthy()
-    second = SidecarProcess(tiny_model, port, tmp_path / "second.log")
-    backend = SidecarBackend(first.url, timeout_s=60, connect_timeout_s=2)
+    first = SidecarProcess.fake(port, tmp_path / "first.log").start().wait_healthy(30)
+    second = SidecarProcess.fake(port, tmp_path / "second.log", warmup_latency=0.2)
+    backend = SidecarBackend(first.url, timeout_s=10, connect_timeout_s=2)
     try:
         before = backend.policy(frame, S).actions
-        first.stop(signal.SIGKILL)
+        first.kill()  # SIGKILL: no close frame
         for _ in range(4):
             t0 = time.monotonic()
             with pytest.raises(BackendError):
                 backend.policy(frame, S)
-            assert time.monotonic() - t0 < 3.0
+            assert time.monotonic() - t0 < 1.0
         second.start()
-        with pytest.raises(BackendError):  # still loading: refused at once
+        with pytest.raises(BackendError):  # still starting and warming up: refused at once
             backend.policy(frame, S)
-        second.wait_healthy()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                after = backend.policy(frame, S).actions  # the same backend object, no new one
-                break
-            except BackendError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        np.testing.assert_array_equal(after, before)
+        second.wait_healthy(30)
+        (after,) = wait_until(lambda: _try_policy(backend, frame), timeout=10, period=0.05)
+        np.testing.assert_array_equal(after, before)  # the same backend object, no new one
         assert backend.connected
     finally:
         backend.close()
         first.stop()
-        rc = second.stop()
-    assert rc == 0 and "stopped after 1 request(s)" in second.log()
+        second.stop()
+    assert "policy 240x320 steps 3 -> ok" in second.log()
+
+
+def _try_policy(backend: SidecarBackend, frame: np.ndarray) -> tuple[np.ndarray] | None:
+    try:
+        return (backend.policy(frame, S).actions,)
+    except BackendError:
+        return None
 
 
 def test_closed_backend_and_bad_urls():
@@ -480,6 +600,7 @@ def test_closed_backend_and_bad_urls():
     with pytest.raises(ValueError):
         SidecarBackend("ws://127.0.0.1:1", timeout_s=0)
     b = SidecarBackend(f"127.0.0.1:{free_port()}", connect_timeout_s=1)
+    assert b.url.startswith("ws://127.0.0.1:") and not b.connected
     t0 = time.monotonic()
     with pytest.raises(BackendError, match="cannot connect"):
         b.policy(IMG, S)
@@ -491,94 +612,75 @@ def test_closed_backend_and_bad_urls():
         b.info()
 
 
-# -- an openpi-protocol server that is not ours (NVIDIA's DROID policy server, as documented) -------------
+def test_cli_refuses_a_busy_port_before_loading_the_model(tmp_path):
+    missing = tmp_path / "no-such-checkpoint"  # never loaded: the port is checked first
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "cosmos3_ros.cli", "sidecar", "--model", str(missing), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
 
 
-class OpenpiStyleServer:
-    """openpi's server behaviour with NVIDIA's DROID keys: metadata without ``protocol``, ``action`` [32, 8],
-    and on any error the traceback as a text frame followed by close code 1011. Unknown keys are errors here,
-    so the test also proves that SidecarBackend sends only the openpi keys to a foreign server."""
+# -- an openpi-protocol server that is not ours (NVIDIA's DROID policy server, as documented) --------------------
 
-    KNOWN = frozenset({"prompt", "observation/image", "observation/joint_position", "observation/gripper_position"})
+STATE = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, -0.1, -0.2, 0.8], np.float32)  # gripper last
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}"
-        self.keys: list[list[str]] = []
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
-    async def _handler(self, ws) -> None:
-        await ws.send(proto.packb({"policy": "droid", "action_horizon": 32}))
-        while True:
-            try:
-                obs = proto.unpackb(await ws.recv())
-            except ConnectionClosed:
-                return
-            try:
-                self.keys.append(sorted(obs))
-                unknown = set(obs) - self.KNOWN
-                if unknown:
-                    raise KeyError(f"unexpected keys {sorted(unknown)}")
-                assert obs["observation/joint_position"].shape == (7,), "joint_position must be [7]"
-                if obs["prompt"] == "hang":
-                    await asyncio.sleep(3)
-                action = np.full((32, 8), len(obs["prompt"]), np.float32)
-                await ws.send(proto.packb({"action": action, "server_timing": {"infer_ms": 1.0}}))
-            except Exception:
-                await ws.send(traceback.format_exc())
-                await ws.close(1011, "Internal server error. Traceback included in previous frame.")
-                return
-
-    async def _main(self) -> None:
-        from websockets.asyncio.server import serve
-
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", self.port, compression=None, max_size=None):
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> OpenpiStyleServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+def test_state_goes_to_foreign_servers_in_droid_keys_and_the_gripper_flips_back():
+    with OpenpiStyleServer() as srv, SidecarBackend(srv.url, timeout_s=5) as b:
+        chunk = b.policy(IMG, S, state=STATE, observation_stamp=2.0)
+        obs = srv.received[-1]
+        assert sorted(obs) == sorted(OpenpiStyleServer.KNOWN)  # no settings, mode, timestamp or observation/state
+        assert obs["prompt"] == S.prompt and np.array_equal(obs["observation/image"], IMG)
+        joints, gripper = obs["observation/joint_position"], obs["observation/gripper_position"]
+        assert joints.shape == (9,) and gripper.shape == (1,)
+        np.testing.assert_array_equal(joints, STATE[:-1].astype(np.float64))  # all but the last value
+        np.testing.assert_allclose(gripper, [0.2], atol=1e-6)  # 1 - g, NVIDIA's convention
+        # the reply's last column comes back into the model's space (1 - g), the others unchanged
+        assert chunk.actions.shape == (32, 8) and chunk.observation_stamp == 2.0
+        np.testing.assert_array_equal(chunk.actions[:, -1], np.full(32, 1 - OpenpiStyleServer.REPLY_GRIPPER))
+        np.testing.assert_array_equal(chunk.actions[:, :-1], np.full((32, 7), len(S.prompt), np.float32))
+        # the state is per call: a new state, new keys
+        b.policy(IMG, S, state=np.zeros(10, np.float32))
+        assert srv.received[-1]["observation/gripper_position"].tolist() == [1.0]
 
 
 def test_sidecar_backend_speaks_plain_openpi_to_foreign_servers():
-    with OpenpiStyleServer() as srv, SidecarBackend(srv.url, timeout_s=1.0) as b:
+    with OpenpiStyleServer() as srv, SidecarBackend(srv.url, timeout_s=0.5) as b:
         info = b.info()
         assert info.versions["sidecar_protocol"] == "openpi" and info.action_dim == 0
-        # no robot state yet: that server fails, sends its traceback and closes; we see a BackendError
+        # no robot state: that server fails, sends its traceback and closes; we see a BackendError
         with pytest.raises(BackendError, match="joint_position"):
             b.policy(IMG, S)
-        b.set_robot_state(np.zeros(7), 0.5)
-        chunk = b.policy(IMG, S, observation_stamp=2.0)  # reconnects by itself
-        assert chunk.actions.shape == (32, 8) and (chunk.actions == len(S.prompt)).all()
-        assert srv.keys[-1] == sorted(OpenpiStyleServer.KNOWN)  # none of our extra keys
+        assert not b.connected
+        chunk = b.policy(IMG, S, state=STATE)  # reconnects by itself
+        assert chunk.actions.shape == (32, 8) and (chunk.actions[:, :-1] == len(S.prompt)).all()
         with pytest.raises(BackendError, match="not a cosmos3_ros sidecar"):
             b.forward_dynamics(IMG, np.zeros((4, 10), np.float32), S)
         # a reply that never comes: BackendError after timeout_s, and the next call works again
         t0 = time.monotonic()
-        with pytest.raises(BackendError, match="no reply within 1 s"):
-            b.policy(IMG, S.replace(prompt="hang"))
-        assert time.monotonic() - t0 < 2.5
-        assert b.policy(IMG, S).actions.shape == (32, 8)
+        with pytest.raises(BackendError, match=r"no reply within 0\.5 s"):
+            b.policy(IMG, S.replace(prompt="hang"), state=STATE)
+        assert time.monotonic() - t0 < 1.5
+        assert b.policy(IMG, S, state=STATE).actions.shape == (32, 8)
+    assert all(sorted(obs) == sorted(OpenpiStyleServer.KNOWN) for obs in srv.received[1:])
 
 
 def test_one_backend_shared_by_threads_keeps_replies_matched():
     with OpenpiStyleServer() as srv, SidecarBackend(srv.url, timeout_s=10) as b:
-        b.set_robot_state(np.zeros(7), 0.0)
         errors: list[BaseException] = []
 
         def worker(n: int) -> None:
             try:
                 for _ in range(10):
-                    assert (b.policy(IMG, S.replace(prompt="x" * n)).actions == n).all()
+                    actions = b.policy(IMG, S.replace(prompt="x" * n), state=STATE).actions
+                    assert (actions[:, :-1] == n).all()
             except BaseException as exc:
                 errors.append(exc)
 
@@ -588,23 +690,10 @@ def test_one_backend_shared_by_threads_keeps_replies_matched():
         for t in threads:
             t.join(60)
         assert not errors, errors
+        assert len(srv.received) == 40
 
 
-def test_cli_refuses_a_busy_port_before_loading_the_model(tiny_model):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = sock.getsockname()[1]
-        r = subprocess.run(
-            [sys.executable, "-m", "cosmos3_ros.cli", "sidecar", "--model", str(tiny_model), "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
-
-
-# -- the real openpi-client ------------------------------------------------------------------------------
+# -- the real openpi-client ---------------------------------------------------------------------------------------
 
 OPENPI_SCRIPT = r"""
 import json, sys
@@ -683,7 +772,7 @@ def _run_openpi(py: Path, port: int, api_key: str, frame: np.ndarray, tmp_path: 
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_real_openpi_client_gets_a_chunk(openpi_python, server, runtime, frame, tmp_path):
+def test_real_openpi_client_gets_a_chunk(openpi_python, server, frame, tmp_path):
     out = _run_openpi(openpi_python, server.port, "", frame, tmp_path)
     assert out["numpy"].startswith("1.")  # the client's own numpy<2 world
     assert out["metadata"] == {
@@ -693,18 +782,80 @@ def test_real_openpi_client_gets_a_chunk(openpi_python, server, runtime, frame, 
         "domain": "bridge_orig_lerobot",
     }
     assert out["action_dtype"] == "float32"
-    defaults = PolicySettings(num_steps=2)  # the server's defaults, as started
-    local = runtime.policy(frame, defaults.replace(prompt="pick up the red cup"))
-    np.testing.assert_array_equal(np.asarray(out["action"], np.float32), local.actions)
+    direct = FakeBackend()
+    expected = direct.policy(frame, SERVER_DEFAULTS.replace(prompt="pick up the red cup")).actions
+    np.testing.assert_array_equal(np.asarray(out["action"], np.float32), expected)
     assert {"infer_ms", "queue_ms", "unpack_ms"} <= set(out["server_timing"])
     # openpi-client returns our structured error as an ordinary reply dict and the connection stays usable
     assert out["bad"]["type"] == "bad_request" and "no image" in out["bad"]["message"]
-    np.testing.assert_array_equal(np.asarray(out["multi_camera_action"], np.float32), runtime.policy(frame, S).actions)
+    np.testing.assert_array_equal(np.asarray(out["multi_camera_action"], np.float32), direct.policy(frame, S).actions)
     assert out["cameras"] == ["observation/exterior_image_1_left"]
+    # the DROID keys openpi clients send are accepted but are not the model's state
+    assert [c.state for c in server.backend.policy_calls] == [None, None]
 
 
-def test_real_openpi_client_with_api_key(openpi_python, strict_server, frame, tmp_path):
+def test_real_openpi_client_with_api_key(openpi_python, strict_server, tmp_path):
     out = _run_openpi(openpi_python, strict_server.port, TOKEN, IMG, tmp_path)
     assert len(out["action"]) == 16
     out = _run_openpi(openpi_python, strict_server.port, "wrong", IMG, tmp_path)
     assert out["connect_error"]["code"] == 1008 and "wrong token" in out["connect_error"]["reason"]
+
+
+# -- end to end: the real checkpoint in a real `cosmos3-ros sidecar` process (slow) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_server(tiny_model, tmp_path_factory):
+    """``cosmos3-ros sidecar`` on the tiny checkpoint (defaults num_steps 2, tier 256); SIGTERM stops it cleanly."""
+    srv = SidecarProcess.cli(tiny_model, free_port(), tmp_path_factory.mktemp("sidecar") / "server.log")
+    srv.start().wait_healthy()
+    yield srv
+    rc = srv.stop(signal.SIGTERM)
+    log = srv.log()
+    assert rc == 0, log[-3000:]
+    assert "stopping: refusing new requests" in log and "stopped after" in log
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model):
+    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
+
+    return Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
+
+
+@pytest.mark.slow
+def test_real_sidecar_equals_in_process_runtime_bit_for_bit(real_server, runtime, frame):
+    status, body = real_server.healthz()
+    assert status == 200 and body["status"] == "ok"
+    log = real_server.log()
+    assert log.index("warm-up done") < log.index("serving on ws://127.0.0.1:")  # loopback by default
+    backend = SidecarBackend(real_server.url, timeout_s=120)
+    with backend:
+        meta = backend.connect()
+        assert {"cosmos3_ros", "diffusers", "torch", "websockets", "msgpack"} <= set(meta["versions"])
+        assert meta["model_action_dim"] == 64 and (meta["settings"]["num_steps"], meta["image_size"]) == (2, 256)
+        state = np.linspace(-0.5, 0.5, 10, dtype=np.float32)  # travels, and the Cosmos 3 runtime ignores it
+        r = S.replace(image_size=256)  # the smallest tier: the CPU model is the slow part here
+        for settings in (r, r.replace(seed=9, shift=3.0, domain_name="droid", action_chunk_size=8, fps=15)):
+            remote = backend.policy(frame, settings, observation_stamp=3.5)
+            local = runtime.policy(frame, settings)
+            assert remote.actions.dtype == np.float32 and remote.observation_stamp == 3.5
+            np.testing.assert_array_equal(remote.actions, local.actions)
+        np.testing.assert_array_equal(backend.policy(frame, r, state=state).actions, runtime.policy(frame, r).actions)
+        # video and forward_dynamics too (short chunk: decoding is the slow part on CPU)
+        short, small = r.replace(action_chunk_size=4), frame[::4, ::4]
+        remote = backend.policy(small, short, return_video=True)
+        local = runtime.policy(small, short, return_video=True)
+        np.testing.assert_array_equal(remote.actions, local.actions)
+        np.testing.assert_array_equal(remote.video, local.video)
+        remote_fd = backend.forward_dynamics(small, local.actions, short)
+        local_fd = runtime.forward_dynamics(small, local.actions, short)
+        np.testing.assert_array_equal(remote_fd.frames, local_fd.frames)
+        assert remote_fd.frames.shape[0] == 5 and remote_fd.frames.dtype == np.uint8
+        info = backend.info()
+        assert info.action_dim == 64 and "bridge_orig_lerobot" in info.domains
+        # the contract: bad input is ValueError (here found by the server), not BackendError
+        with pytest.raises(ValueError, match="sidecar rejected the request"):
+            backend.policy(np.zeros((8, 8, 3), np.uint8), r)
+        assert backend.policy(frame, r).actions.shape == (16, 10)  # connection still good
+    assert "policy 240x320 steps 3 -> ok: infer" in real_server.log()

@@ -57,20 +57,21 @@ class FakeBackend:
         self.latency_s = float(latency_s)
         self.action_dim = action_dim
         self.calls: list[FakeCall] = []
-        self._faults: deque[tuple[str, BaseException | None]] = deque()
+        self._faults: deque[tuple[str, BaseException | None, str | None]] = deque()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._warming = False
 
     # -- fault injection ------------------------------------------------------------------------------------------
 
-    def inject(self, fault: str, count: int = 1, exc: BaseException | None = None) -> None:
-        """Make the next ``count`` calls fail: ``"error"`` raises ``exc`` (default a BackendError), ``"nonfinite"``
-        produces NaN actions (raised as NonFiniteOutputError, as the real runtime does)."""
+    def inject(self, fault: str, count: int = 1, exc: BaseException | None = None, mode: str | None = None) -> None:
+        """Make the next ``count`` calls (of ``mode``, "policy" or "forward_dynamics", when given) fail: ``"error"``
+        raises ``exc`` (default a BackendError), ``"nonfinite"`` is a NaN result (NonFiniteOutputError, as the real
+        runtime raises). Warm-up calls are never failed."""
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, got {fault!r}")
         with self._lock:
-            self._faults.extend([(fault, exc)] * count)
+            self._faults.extend([(fault, exc, mode)] * count)
 
     def set_latency(self, seconds: float) -> None:
         """Latency of the following calls."""
@@ -117,10 +118,9 @@ class FakeBackend:
                 raise ValueError(f"state must be finite with shape ({settings.action_width},), got {state.shape}")
         t0 = time.perf_counter()
         fault = self._begin("policy", settings, observation_stamp, state, image.shape)
-        actions = _actions(image, settings, state)
         if fault == "nonfinite":
-            actions[0, 0] = np.nan
-            raise NonFiniteOutputError("policy produced 1 non-finite action value(s); chunk discarded")
+            raise NonFiniteOutputError("policy produced non-finite action values; chunk discarded")
+        actions = _actions(image, settings, state)
         video = _video(image, settings.num_frames) if return_video else None
         total = time.perf_counter() - t0
         return ActionChunk(actions, settings, Timing(denoise_s=total, total_s=total), observation_stamp, video)
@@ -158,12 +158,14 @@ class FakeBackend:
             raise ValueError(f"domain {settings.domain_name!r} needs width {settings.action_width} > {self.action_dim}")
         with self._lock:
             self.calls.append(FakeCall(mode, settings, stamp, state, tuple(shape), self._warming))
-            fault = self._faults.popleft() if self._faults and not self._warming else None
+            fault = None
+            if self._faults and not self._warming and self._faults[0][2] in (None, mode):
+                fault = self._faults.popleft()
         if self.latency_s and self._closed.wait(self.latency_s):
             raise BackendError("fake backend closed during a call")
         if fault is None:
             return None
-        kind, exc = fault
+        kind, exc, _ = fault
         if kind == "error":
             raise exc if exc is not None else BackendError("injected fake backend failure")
         return kind

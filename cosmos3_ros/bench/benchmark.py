@@ -13,24 +13,34 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import itertools
-import json
 import logging
-import math
 import platform
-import re
 import statistics
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
 
+from cosmos3_ros.bench.measure import (
+    VaeTimer,
+    frame_deviation,
+    host_profile,
+    measure_gemm,
+    microbench,
+    rel_l2,
+    replay_ms,
+    transformer_flops,
+    vae_decode_micro,
+)
+from cosmos3_ros.bench.results import write_results
 from cosmos3_ros.core.settings import PolicySettings
+
+__all__ = ["REQUIRED_KEYS", "Bench", "BenchConfig", "frame_deviation", "rel_l2", "transformer_flops", "write_results"]
 
 log = logging.getLogger(__name__)
 
@@ -101,262 +111,6 @@ class CallRecord:
             "peak_mem_gib": max(self.peak_gib) if self.peak_gib else None,
             "peak_extra_gib": max(self.extra_gib) if self.extra_gib else None,
         }
-
-
-class _VaeTimer:
-    """Times ``vae.encode`` / ``vae.decode`` (device-synchronised) by wrapping them on the instance."""
-
-    def __init__(self, vae, sync: Callable[[], None]):
-        self.vae = vae
-        self.sync = sync
-        self.encode_s = 0.0
-        self.decode_s = 0.0
-
-    def reset(self):
-        self.encode_s = self.decode_s = 0.0
-
-    def __enter__(self):
-        orig_encode, orig_decode = self.vae.encode, self.vae.decode
-
-        def encode(*a, **k):
-            self.sync()
-            t0 = time.perf_counter()
-            out = orig_encode(*a, **k)
-            self.sync()
-            self.encode_s += time.perf_counter() - t0
-            return out
-
-        def decode(*a, **k):
-            self.sync()
-            t0 = time.perf_counter()
-            out = orig_decode(*a, **k)
-            self.sync()
-            self.decode_s += time.perf_counter() - t0
-            return out
-
-        self.vae.encode, self.vae.decode = encode, decode
-        return self
-
-    def __exit__(self, *exc):
-        del self.vae.encode
-        del self.vae.decode
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def gpu_slug(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'h100'."""
-    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
-    return _slug(m.group(1)) if m else _slug(name)[:24]
-
-
-def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    """||a - b|| / ||b|| (float64)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    denom = float(np.linalg.norm(b))
-    return float(np.linalg.norm(a - b) / denom) if denom > 0 else float(np.linalg.norm(a - b))
-
-
-def frame_deviation(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Mean/max absolute uint8 difference and PSNR between two frame stacks."""
-    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
-    mse = float(np.mean(d.astype(np.float64) ** 2))
-    return {
-        "mean_abs": float(d.mean()),
-        "max_abs": int(d.max()),
-        "psnr_db": float("inf") if mse == 0 else float(10 * math.log10(255.0**2 / mse)),
-    }
-
-
-def transformer_flops(cfg, und_len: int, gen_len: int) -> dict[str, float]:
-    """Matmul FLOPs of one forward: stock (text + generation tokens) and the split by stream."""
-    hid = int(cfg.hidden_size)
-    nh, nkv, hd = int(cfg.num_attention_heads), int(cfg.num_key_value_heads), int(cfg.head_dim)
-    inter = int(cfg.intermediate_size)
-    layers = int(cfg.num_hidden_layers)
-    lin_tok = 2 * hid * (nh * hd + 2 * nkv * hd) + 2 * nh * hd * hid + 2 * 3 * hid * inter
-    und_attn = 4 * nh * hd * und_len * und_len / 2  # causal
-    gen_attn = 4 * nh * hd * gen_len * (und_len + gen_len)
-    text = layers * (lin_tok * und_len + und_attn)
-    gen = layers * (lin_tok * gen_len + gen_attn)
-    return {"stock_forward": text + gen, "text_stream": text, "gen_stream": gen}
-
-
-def _median_ms(fn, iters: int, sync) -> float:
-    import torch
-
-    if torch.cuda.is_available() and sync is not None:
-        times = []
-        for _ in range(iters):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        return statistics.median(times)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def measure_gemm(device: str, dtype: str) -> dict[str, Any]:
-    """Dense GEMM rate on random data (8192^3 on CUDA, 512^3 on CPU)."""
-    import torch
-
-    cuda = device.startswith("cuda")
-    n = 8192 if cuda else 512
-    tdt = getattr(torch, dtype)
-    g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=tdt, generator=g)
-    b = torch.randn(n, n, device=device, dtype=tdt, generator=g)
-    for _ in range(3):
-        a @ b
-    ms = _median_ms(lambda: a @ b, 20 if cuda else 5, cuda)
-    return {"gemm_n": n, "gemm_dtype": dtype, "gemm_ms": ms, "gemm_tflops": 2 * n**3 / (ms * 1e-3) / 1e12}
-
-
-def microbench(cfg, und_len: int, gen_len: int, device: str) -> dict[str, Any]:
-    """GEMMs at the generation stream's shapes, attention kernels, FP8 GEMM rate (CUDA only)."""
-    import torch
-    import torch.nn.functional as F  # noqa: N812
-
-    from cosmos3_ros.model.fast_transformer import _fp8_linear, _quantize_fp8, attend
-
-    out: dict[str, Any] = {}
-    hid, inter = int(cfg.hidden_size), int(cfg.intermediate_size)
-    nh, nkv, hd = int(cfg.num_attention_heads), int(cfg.num_key_value_heads), int(cfg.head_dim)
-    layers = int(cfg.num_hidden_layers)
-    dt = torch.bfloat16
-    x = torch.randn(gen_len, hid, device=device, dtype=dt)
-    xi = torch.randn(gen_len, inter, device=device, dtype=dt)
-    shapes = {
-        "qkv": (x, (nh + 2 * nkv) * hd, hid),
-        "o": (x, hid, hid),
-        "gate_up": (x, 2 * inter, hid),
-        "down": (xi, hid, inter),
-    }
-    layer_ms = 0.0
-    layer_fp8_ms = 0.0
-    flops = 0.0
-    gemms = {}
-    for name, (inp, n_out, k) in shapes.items():
-        w = torch.randn(n_out, k, device=device, dtype=dt) * k**-0.5
-        ms = _median_ms(lambda inp=inp, w=w: F.linear(inp, w), 30, True)
-        f = 2 * gen_len * n_out * k
-        entry = {"shape": [gen_len, k, n_out], "ms": ms, "tflops": f / (ms * 1e-3) / 1e12}
-        try:
-            w8 = _quantize_fp8(w)
-            ms8 = _median_ms(lambda inp=inp, w8=w8: _fp8_linear(inp, w8[0], w8[1], dt), 30, True)
-            entry["fp8_ms_with_quant"] = ms8
-            layer_fp8_ms += ms8
-        except Exception as exc:
-            entry["fp8_error"] = f"{type(exc).__name__}: {exc}"
-        gemms[name] = entry
-        layer_ms += ms
-        flops += f
-    out["gen_gemms"] = gemms
-    out["gen_gemm_ms_per_layer"] = layer_ms
-    out["gen_gemm_s_per_step"] = layer_ms * layers / 1e3
-    out["gen_gemm_tflops"] = flops / (layer_ms * 1e-3) / 1e12
-    out["gen_gemm_fp8_s_per_step"] = layer_fp8_ms * layers / 1e3 if layer_fp8_ms else None
-    q = torch.randn(gen_len, nh, hd, device=device, dtype=dt)
-    k = torch.randn(und_len + gen_len, nkv, hd, device=device, dtype=dt)
-    v = torch.randn(und_len + gen_len, nkv, hd, device=device, dtype=dt)
-    attn = {}
-    ref = attend(q, k, v, "sdpa").float()
-    for backend in ("sdpa", "flash", "cudnn", "efficient"):
-        try:
-            o = attend(q, k, v, backend)
-            err = float((o.float() - ref).norm() / ref.norm())
-            ms = _median_ms(lambda backend=backend: attend(q, k, v, backend), 30, True)
-            attn[backend] = {"ms": ms, "s_per_step": ms * layers / 1e3, "rel_err_vs_sdpa": err}
-        except Exception as exc:
-            attn[backend] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    out["attention"] = attn
-    try:
-        n = 8192
-        a = torch.randn(n, n, device=device, dtype=dt)
-        w8 = _quantize_fp8(torch.randn(n, n, device=device, dtype=dt))
-        a8 = a.to(torch.float8_e4m3fn)
-        one = torch.ones((), device=device)
-        ms = _median_ms(lambda: torch._scaled_mm(a8, w8[0].t(), scale_a=one, scale_b=one, out_dtype=dt), 20, True)
-        out["fp8_gemm_tflops"] = 2 * n**3 / (ms * 1e-3) / 1e12
-    except Exception as exc:
-        out["fp8_gemm_error"] = f"{type(exc).__name__}: {exc}"
-    return out
-
-
-def _host_profile(fn, top: int = 30) -> list[str]:
-    """cProfile of one call: the functions with the most cumulative host time (where the host waits, too)."""
-    import cProfile
-    import io
-    import pstats
-
-    prof = cProfile.Profile()
-    prof.enable()
-    fn()
-    prof.disable()
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
-    return [line.rstrip() for line in buf.getvalue().splitlines() if line.strip()][-top - 1 :]
-
-
-def _replay_ms(ff) -> dict[str, float]:
-    """GPU time of one captured step (the transformer alone), per layout."""
-    out = {}
-    for i, plan in enumerate(ff._plans.values()):
-        if plan.graph is not None:
-            name = "policy" if plan.action_noisy else ("forward_dynamics" if plan.has_action else f"layout{i}")
-            out[name] = _median_ms(plan.graph.graph.replay, 10, True)
-    return out
-
-
-def vae_decode_micro(vae, latent_shape: tuple[int, ...], device: str) -> dict[str, Any]:
-    """Wan VAE decode time: default, cuDNN autotuning, channels-last weights and input (restored after)."""
-    import torch
-
-    g = torch.Generator(device=device).manual_seed(0)
-    z = torch.randn(latent_shape, device=device, dtype=vae.dtype, generator=g)
-    out: dict[str, Any] = {"latent_shape": list(latent_shape)}
-    old = torch.backends.cudnn.benchmark
-
-    def psnr(a, b):
-        mse = float(((a.float() - b.float()) / 2).pow(2).mean())
-        return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-    saved = [(p, p.data) for p in vae.parameters()]
-    try:
-        with torch.inference_mode():
-            for p, data in saved:  # the runtime may have made the decoder channels-last already
-                p.data = data.contiguous()
-            torch.backends.cudnn.benchmark = False
-            ref = vae.decode(z).sample
-            out["default_ms"] = _median_ms(lambda: vae.decode(z), 3, True)
-            torch.backends.cudnn.benchmark = True
-            got = vae.decode(z).sample
-            out["cudnn_benchmark_ms"] = _median_ms(lambda: vae.decode(z), 3, True)
-            out["cudnn_benchmark_psnr_db"] = psnr(got, ref)
-            for p, data in saved:
-                if data.dim() == 5:
-                    p.data = data.contiguous(memory_format=torch.channels_last_3d)
-                elif data.dim() == 4:
-                    p.data = data.contiguous(memory_format=torch.channels_last)
-            zc = z.contiguous(memory_format=torch.channels_last_3d)
-            got = vae.decode(zc).sample
-            out["channels_last_ms"] = _median_ms(lambda: vae.decode(zc), 3, True)
-            out["channels_last_psnr_db"] = psnr(got, ref)
-    finally:
-        for p, data in saved:
-            p.data = data
-        torch.backends.cudnn.benchmark = old
-    return out
 
 
 class Bench:
@@ -456,7 +210,7 @@ class Bench:
         from cosmos3_ros.bench.nano import make_pipeline
 
         pipe = make_pipeline(components)
-        vt = _VaeTimer(components["vae"], self._sync)
+        vt = VaeTimer(components["vae"], self._sync)
         self._stock_outputs: dict[str, Any] = {}
         hook = components["transformer"].register_forward_pre_hook(self._token_hook, with_kwargs=True)
         try:
@@ -525,7 +279,7 @@ class Bench:
         pipe = make_pipeline(components, cls=Cosmos3ActionPipeline)
         return Cosmos3PolicyRuntime.from_pipeline(pipe, model_name=f"random-{self.cfg.size}", **options)
 
-    def _ours_calls(self, rt, frame, prefix: str, plan, vt: _VaeTimer):
+    def _ours_calls(self, rt, frame, prefix: str, plan, vt: VaeTimer):
         for name, kind, steps in plan:
             full = f"{prefix}_{name}"
 
@@ -593,7 +347,7 @@ class Bench:
     def run_ours(self, components, frame, prefix: str = "ours", plan=None, **options):
         rt = self._ours_runtime(components, **options)
         self.res[f"{prefix}_options"] = rt.fast_options.to_dict()
-        vt = _VaeTimer(components["vae"], self._sync)
+        vt = VaeTimer(components["vae"], self._sync)
         s_main = self.cfg.steps[0]
         with vt:
             cold = self._guard(
@@ -615,11 +369,11 @@ class Bench:
         if prefix == "ours":
             settings = self._settings(s_main)
             self.res["ours_policy_host_profile"] = self._guard(
-                "ours_profile", lambda: _host_profile(lambda: rt.policy(frame, settings))
+                "ours_profile", lambda: host_profile(lambda: rt.policy(frame, settings))
             )
         ff = rt.pipe.fast_forward
         if ff is not None and self.cfg.device.startswith("cuda"):
-            self.res[f"{prefix}_graph_replay_ms"] = self._guard(f"{prefix}_replay", lambda: _replay_ms(ff))
+            self.res[f"{prefix}_graph_replay_ms"] = self._guard(f"{prefix}_replay", lambda: replay_ms(ff))
         if ff is not None:
             self.res[f"{prefix}_fast_stats"] = dict(
                 ff.stats, last_fallback=ff.last_fallback, errors=ff.errors, options_now=ff.opt.to_dict()
@@ -888,160 +642,3 @@ class Bench:
 
 # ---------------------------------------------------------------------------------------------
 # Output
-# ---------------------------------------------------------------------------------------------
-
-
-def _fmt(x, unit="s", nd=3):
-    if x is None:
-        return "-"
-    if isinstance(x, float) and math.isinf(x):
-        return "inf"
-    if unit == "ms":
-        return f"{x * 1e3:.1f} ms"
-    if unit == "x":
-        return f"{x:.2f}x"
-    if unit == "e":
-        return f"{x:.2e}"
-    if unit == "gib":
-        return f"{x:.1f} GiB"
-    return f"{x:.{nd}f} s"
-
-
-def to_markdown(res: dict[str, Any]) -> str:
-    """The results as a markdown report with the exact command."""
-    calls = res.get("calls", {})
-    lines = [
-        f"# cosmos3-ros bench: {res.get('size')} on {res.get('device')}, {res.get('date')}",
-        "",
-        "Command:",
-        "",
-        "```",
-        res.get("command", ""),
-        "```",
-        "",
-        f"Random weights ({res.get('transformer_params', 0) / 1e9:.2f} B transformer parameters), "
-        f"{res.get('dtype')}, frame {res['frame'][1]}x{res['frame'][0]}, tier {res['settings']['image_size']}, "
-        f"chunk {res['settings']['action_chunk_size']}, domain {res['settings']['domain_name']}, "
-        f"guidance {res['settings']['guidance']}, "
-        f"seed {res['settings']['seed']}; tokens {res.get('tokens')}. Totals are medians of {res.get('repeats')} "
-        "calls after warm-up; per step is the median step; VAE columns time `vae.encode`/`vae.decode`.",
-        "",
-        "| call | steps | total | per step | VAE encode | VAE decode | peak GPU mem | vs stock | actions vs stock |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    stock_ref = {
-        "policy": "stock_policy_latent",
-        "policy_video": "stock_policy_decoded",
-        "fd": "stock_fd",
-    }
-    for name, c in calls.items():
-        ref = None
-        if name.startswith("ours"):
-            kind = c.get("mode")
-            base = stock_ref.get(kind, "")
-            if c.get("steps") != res["settings"]["steps"][0] and kind != "policy_video":
-                base = f"{base}_{c.get('steps')}"
-            ref = (calls.get(base) or {}).get("total_s")
-        speed = _fmt(ref / c["total_s"], "x") if ref and c.get("total_s") else "-"
-        err = c.get("action_rel_error")
-        dev = c.get("frames_vs_stock")
-        acc = _fmt(err, "e") if err is not None else (f"frames PSNR {dev['psnr_db']:.1f} dB" if dev else "-")
-        lines.append(
-            f"| {name} | {c.get('steps')} | {_fmt(c.get('total_s'))} | {_fmt(c.get('step_median_s'), 'ms')} | "
-            f"{_fmt(c.get('vae_encode_s'))} | {_fmt(c.get('vae_decode_s'))} | {_fmt(c.get('peak_mem_gib'), 'gib')} | "
-            f"{speed} | {acc} |"
-        )
-    lines += [
-        "",
-        "| summary | value |",
-        "| --- | --- |",
-        f"| bf16 GEMM rate ({res.get('gemm_n')}^3) | {res.get('gemm_tflops', 0):.0f} TFLOP/s |",
-        f"| FLOPs of one stock forward | {res.get('flops_per_forward_tflop') or 0:.1f} TFLOP |",
-        f"| compute floor, {res['settings']['steps'][0]} steps (stock FLOPs / GEMM rate) | "
-        f"{_fmt(res.get('floor_s'))} |",
-        f"| floor with the text stream computed once | {_fmt(res.get('floor_text_cached_s'))} |",
-        f"| ours, policy {res['settings']['steps'][0]} steps | {_fmt(res.get('ours_policy_s'))} |",
-        f"| speed-up vs stock latent / decoded | {_fmt(res.get('speedup_policy_vs_stock_latent'), 'x')} / "
-        f"{_fmt(res.get('speedup_policy_vs_stock_decoded'), 'x')} |",
-        f"| speed-up forward_dynamics (decoded) | {_fmt(res.get('speedup_fd_vs_stock'), 'x')} |",
-        f"| action_rel_error (ours vs stock, same seed) | {_fmt(res.get('action_rel_error'), 'e')} |",
-        f"| exact variant (text cache only): time / action error | {_fmt(res.get('ours_exact_policy_s'))} / "
-        f"{_fmt(res.get('ours_exact_action_rel_error'), 'e')} |",
-        f"| opt-in FP8: time / action error | {_fmt(res.get('ours_fp8_policy_s'))} / "
-        f"{_fmt(res.get('ours_fp8_action_rel_error'), 'e')} |",
-        f"| cold start (warm-up incl. compile + graph capture) | {_fmt(res.get('ours_cold_start_s'))} |",
-        f"| first policy call after warm-up | {_fmt(res.get('ours_first_call_after_warmup_s'))} |",
-        f"| stock warm-up call (2 steps) | {_fmt(res.get('stock_warmup_s'))} |",
-    ]
-    loop = res.get("loop")
-    if loop:
-        lines += [
-            f"| loop: chunks per second (policy + forecast, {loop['cycles']} cycles) | {loop['chunks_per_s']:.2f} |",
-            f"| loop: cycle p50 / p95 / max | {_fmt(loop['cycle_p50_s'])} / {_fmt(loop['cycle_p95_s'])} / "
-            f"{_fmt(loop['cycle_max_s'])} |",
-            f"| loop: policy p50 / max | {_fmt(loop['policy_p50_s'])} / {_fmt(loop['policy_max_s'])} |",
-            f"| loop: replans within half a chunk ({loop['half_horizon_s']:.1f} s) | "
-            f"{'yes' if loop['replans_within_half_horizon'] else 'no'} (policy alone: "
-            f"{'yes' if loop['policy_within_half_horizon'] else 'no'}) |",
-        ]
-    joint = res.get("loop_joint_forecast")
-    if joint:
-        lines += [
-            f"| loop alternative: policy with its own video as the forecast ({joint['cycles']} cycles): "
-            f"chunks/s, cycle p50 / max | {joint['chunks_per_s']:.2f}, {_fmt(joint['cycle_p50_s'])} / "
-            f"{_fmt(joint['cycle_max_s'])} (within half a chunk: "
-            f"{'yes' if joint['replans_within_half_horizon'] else 'no'}) |",
-        ]
-    bars = res.get("bars") or {}
-    if bars:
-        lines += ["", "Bars: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in bars.items())]
-    micro = res.get("micro")
-    if micro:
-        lines += [
-            "",
-            f"Micro: generation-stream GEMMs {micro.get('gen_gemm_tflops', 0):.0f} TFLOP/s, "
-            f"{_fmt(micro.get('gen_gemm_s_per_step'), 'ms')} per step (bf16), "
-            f"{_fmt(micro.get('gen_gemm_fp8_s_per_step'), 'ms')} (fp8 incl. quantization); attention per step: "
-            + ", ".join(
-                f"{k} {_fmt(v.get('s_per_step'), 'ms')}" if "s_per_step" in v else f"{k} n/a"
-                for k, v in (micro.get("attention") or {}).items()
-            ),
-        ]
-    replay = res.get("ours_graph_replay_ms")
-    if replay:
-        lines += [
-            "",
-            "One captured denoising step of the transformer alone (CUDA graph replay, GPU time): "
-            + ", ".join(f"{k} {v:.1f} ms" for k, v in replay.items()),
-        ]
-    vae = res.get("micro_vae_decode")
-    if vae:
-        lines += [
-            "",
-            f"VAE decode of {vae.get('latent_shape')}: default {vae.get('default_ms', 0):.0f} ms, cuDNN autotuned "
-            f"{vae.get('cudnn_benchmark_ms', 0):.0f} ms, channels-last {vae.get('channels_last_ms', 0):.0f} ms "
-            f"(PSNR vs default {vae.get('channels_last_psnr_db', 0):.1f} dB)",
-        ]
-    if res.get("errors"):
-        lines += ["", "Errors:"] + [f"- {k}: {v.splitlines()[0]}" for k, v in res["errors"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def write_results(res: dict[str, Any], out_dir: str | Path, tag: str = "") -> tuple[Path, Path]:
-    """Write ``<date>-<gpu>[-tag].json`` and ``.md`` under ``out_dir``; return both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    gpu = gpu_slug(res.get("gpu", "")) if "cuda" in res.get("device", "") else f"cpu-{res.get('size')}"
-    stem = f"{res.get('date')}-{gpu}" + (f"-{_slug(tag)}" if tag else "")
-    jp, mp = out / f"{stem}.json", out / f"{stem}.md"
-    jp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
-    mp.write_text(to_markdown(res))
-    return jp, mp
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

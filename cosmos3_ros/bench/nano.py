@@ -18,7 +18,7 @@ from cosmos3_ros.bench.tiny import RELEASED_SCHEDULER, TINY_TRANSFORMER, TINY_VA
 
 SIZES = ("tiny", "nano")
 
-#: Cosmos 3 Nano transformer shapes (see shared/reference/cosmos3-facts.md).
+#: Cosmos 3 Nano transformer shapes, as in the released checkpoint's transformer config.
 NANO_TRANSFORMER: dict[str, Any] = {
     "head_dim": 128,
     "hidden_size": 4096,

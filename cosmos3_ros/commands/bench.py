@@ -8,7 +8,7 @@ import argparse
 import shlex
 import sys
 
-from cosmos3_ros.commands.flags import add_sampling_flags, settings_from_args
+from cosmos3_ros.commands.flags import add_sampling_flags, add_setting_flags, flag_values, settings_from_args
 
 HELP = (
     "benchmark the stock Cosmos3OmniPipeline against our runtime on random weights "
@@ -41,9 +41,8 @@ def _variants(text: str) -> tuple[str, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the arguments."""
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_setting_flags(parser, ["device", "dtype"])
     parser.add_argument("--size", choices=["tiny", "nano"], help="model size (default: nano on CUDA, tiny on CPU)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="weights dtype")
     parser.add_argument("--height", type=int, default=480, help="camera frame height")
     parser.add_argument("--width", type=int, default=640, help="camera frame width")
     parser.add_argument("--steps", type=_int_list, default=(30, 10), help="denoising steps, first is the main one")
@@ -92,13 +91,12 @@ def run(args: argparse.Namespace) -> int:
 
     from cosmos3_ros.bench.benchmark import Bench, BenchConfig, write_results
 
-    device = args.device
+    device, dtype = flag_values(args, ["device", "dtype"]).values()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: torch {torch.__version__} has no CUDA")
     size = args.size or ("nano" if device.startswith("cuda") else "tiny")
-    dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     cfg = BenchConfig(

@@ -20,23 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
+DEMO_PROMPT = "push the white block to the right"
+
 HELP = "run the closed loop (synthetic camera -> policy node -> trajectory listener) and print a summary"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the arguments."""
-    parser.add_argument("--model", help="checkpoint directory or cached HF id (default: a fresh tiny checkpoint)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    from cosmos3_ros.commands.flags import add_setting_flags
+
+    add_setting_flags(
+        parser,
+        ["model", "device", "dtype", "prompt", "num_steps", "forecast_every"],
+        defaults={"model": "(a fresh tiny checkpoint)", "prompt": DEMO_PROMPT, "num_steps": "30; 10 with the tiny"},
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to run after the node is active")
     parser.add_argument("--camera-hz", type=float, default=10.0, help="synthetic camera rate")
     parser.add_argument(
         "--width", type=int, default=None, help="synthetic camera width (default 160 with the tiny model, else 640)"
     )
     parser.add_argument("--height", type=int, default=None, help="synthetic camera height (default 120 / 480)")
-    parser.add_argument("--prompt", default="push the white block to the right")
-    parser.add_argument("--num-steps", type=int, default=None, help="denoising steps (default 30; 10 for tiny)")
-    parser.add_argument("--forecast-every", type=int, default=1, help="forecast every k-th chunk (0: off)")
     parser.add_argument("--record", help="also record an MCAP bag to this directory")
     parser.add_argument(
         "--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the demo graph (default: a random isolated one)"
@@ -56,23 +59,28 @@ def run(args: argparse.Namespace) -> int:
     from sensor_msgs.msg import Image
     from trajectory_msgs.msg import JointTrajectory
 
+    from cosmos3_ros.commands.flags import flag_values
     from cosmos3_ros.core.synthetic import moving_scene_frame
     from cosmos3_ros.ros.convert import rgb_to_image_msg
     from cosmos3_ros.ros.policy_node import PolicyNode
 
+    v = flag_values(
+        args, ["model", "device", "dtype", "prompt", "num_steps", "forecast_every"], {"prompt": DEMO_PROMPT}
+    )
+    tiny = not v["model"]
     tmp = None
-    model = args.model
-    if model is None:
+    model = v["model"]
+    if tiny:
         from cosmos3_ros.bench.tiny import make_tiny_model
 
         tmp = tempfile.TemporaryDirectory(prefix="cosmos3-demo-")
         model = str(make_tiny_model(Path(tmp.name) / "tiny"))
         print(f"demo: wrote a tiny random-weights checkpoint to {model} (use --model for a real one)")
-    num_steps = args.num_steps or (10 if args.model is None else 30)
+    num_steps = v["num_steps"] if hasattr(args, "num_steps") else (10 if tiny else 30)
     # On a laptop CPU a small frame keeps the forecast (a second model call with a 17-frame VAE decode) inside the
     # replan budget; with a real model on a GPU use the camera's real size.
-    args.width = args.width or (160 if args.model is None else 640)
-    args.height = args.height or (120 if args.model is None else 480)
+    args.width = args.width or (160 if tiny else 640)
+    args.height = args.height or (120 if tiny else 480)
     domain_id = args.domain_id if args.domain_id is not None else random.randint(100, 200)
     ctx = Context()
     rclpy.init(context=ctx, domain_id=domain_id)
@@ -82,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
     )
     params = {
         "model": model,
-        "device": args.device,
-        "dtype": args.dtype,
+        "device": v["device"],
+        "dtype": v["dtype"],
         "camera_topics": ["/demo/camera/image_raw"],
-        "prompt": args.prompt,
+        "prompt": v["prompt"],
         "num_steps": num_steps,
         "max_observation_age": 1.0,
-        "forecast_every": args.forecast_every,
+        "forecast_every": v["forecast_every"],
         "record_path": args.record or "",
         "autostart": False,
     }

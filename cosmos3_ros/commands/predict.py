@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmos3_ros.commands.flags import add_model_flags, add_sampling_flags, settings_from_args
+from cosmos3_ros.commands.flags import add_model_flags, add_sampling_flags, flag_values, settings_from_args
 
 HELP = "run one Cosmos 3 policy (actions) or forward_dynamics (video) call on an image and write an .npz"
 
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     if args.mode == "forward_dynamics" and not args.actions:
         raise ValueError("--mode forward_dynamics needs --actions A.npy")
-    runtime = Cosmos3PolicyRuntime(args.model, device=args.device, dtype=args.dtype, guardrail=args.guardrail)
+    m = flag_values(args, ("model", "device", "dtype", "guardrail"))
+    runtime = Cosmos3PolicyRuntime(m["model"], device=m["device"], dtype=m["dtype"], guardrail=m["guardrail"])
     t0 = time.perf_counter()
     if args.mode == "policy":
         chunk = runtime.policy(image, settings, return_video=args.video)

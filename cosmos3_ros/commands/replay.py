@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params-file", required=True, help="the node's parameter file (e.g. config/policy.yaml)")
     parser.add_argument("--out", required=True, metavar="OUT_BAG", help="output bag directory (must not exist)")
     parser.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report")
-    parser.add_argument("--model", help="override the parameter file's model")
-    parser.add_argument("--device", help="override the parameter file's device")
+    from cosmos3_ros.commands.flags import add_setting_flags
+
+    add_setting_flags(parser, ["model", "device"], defaults={"model": "the parameter file's", "device": "the file's"})
     parser.add_argument(
         "-p",
         "--param",
@@ -58,10 +59,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--param {item!r}: expected NAME:=VALUE")
         name, raw = item.split(":=", 1)
         values[name.strip()] = yaml.safe_load(raw)
-    if args.model:
-        values["model"] = args.model
-    if args.device:
-        values["device"] = args.device
+    for name in ("model", "device"):
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
     return values
 
 

@@ -48,6 +48,7 @@ def controller_config(values: dict[str, Any], settings: PolicySettings | None = 
         sync_tolerance=float(values["sync_tolerance"]),
         replan_every=replan,
         stamp_mode=values["trajectory_stamp"],
+        use_state=bool(values["joint_states_topic"]),
     )
 
 

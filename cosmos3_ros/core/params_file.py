@@ -74,15 +74,18 @@ class ParamsReport:
     unknown: list[str] = field(default_factory=list)
     other_sections: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Problems that make rcl refuse the whole file (the process cannot start with it).
+    fatal: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """No problems and no unknown keys (sections for other nodes are allowed: one file may hold several)."""
-        return not self.problems and not self.unknown
+        return not self.problems and not self.unknown and not self.fatal
 
     def warnings(self) -> list[str]:
         """One line per finding, most serious first."""
-        out = [f"{self.path}: {p}" for p in self.problems]
+        out = [f"{self.path}: {p}" for p in self.fatal]
+        out += [f"{self.path}: {p}" for p in self.problems]
         out += [f"{self.path}: {u}" for u in self.unknown]
         if self.other_sections and not self.values:
             out.append(
@@ -103,24 +106,24 @@ def read_params_file(
     report = ParamsReport(str(path), _normalize(node))
     p = Path(path)
     if not p.is_file():
-        report.problems.append("no such file")
+        report.fatal.append("no such file")
         return report
     try:
         data = yaml.safe_load(p.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        report.problems.append(f"not valid YAML: {exc}")
+        report.fatal.append(f"not valid YAML: {exc}")
         return report
     if data is None:
         report.problems.append("the file is empty")
         return report
     if not isinstance(data, dict):
-        report.problems.append("expected a mapping of node names to `ros__parameters`")
+        report.fatal.append("expected a mapping of node names to `ros__parameters`")
         return report
     exact: dict[str, Any] = {}
     wild: dict[str, Any] = {}
     for section, body in data.items():
         if not isinstance(body, dict) or "ros__parameters" not in body:
-            report.problems.append(
+            report.fatal.append(
                 f"section {section!r} has no `ros__parameters`: a ROS 2 parameter file is "
                 "`<node name or /**>: {ros__parameters: {name: value}}` (a flat list of parameters is ignored by ROS)"
             )
@@ -130,7 +133,7 @@ def read_params_file(
             continue
         params = body["ros__parameters"] or {}
         if not isinstance(params, dict):
-            report.problems.append(f"section {section!r}: `ros__parameters` must be a mapping")
+            report.fatal.append(f"section {section!r}: `ros__parameters` must be a mapping")
             continue
         target = wild if "*" in str(section) else exact
         target.update(_flatten(params))

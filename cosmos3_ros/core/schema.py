@@ -196,7 +196,7 @@ class Setting:
 
 
 def _num(x: float) -> str:
-    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e15):
         return str(int(x))
     return f"{x:g}"
 

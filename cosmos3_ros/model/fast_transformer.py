@@ -36,238 +36,27 @@ caching hooks, gradients) falls back to the stock forward.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+
+from cosmos3_ros.model.kernels import (
+    FUSED,
+    attend,
+    digest,
+    domain_linear,
+    fuse_linears,
+    fused_gen_layer,
+    quantize_fp8,
+    rotate_half,
+    scatter_index,
+)
+from cosmos3_ros.model.options import FastOptions
 
 log = logging.getLogger(__name__)
-
-#: First Linear of each fused group -> the fused weight its group's weights are views of.
-_FUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-#: Decode with the VAE decoder's weights and input channels-last on CUDA (frames change at bf16 level;
-#: Wan 2.2 decode of 17 frames at 640x480 on an H100: 296 ms against 331 ms, PSNR 53 dB to the default).
-VAE_CHANNELS_LAST_DEFAULT = True
-
-ATTENTION_CHOICES = ("stock", "sdpa", "flash", "cudnn", "efficient", "math")
-
-
-@dataclass
-class FastOptions:
-    """Which levers the fast forward uses. :meth:`resolve` picks defaults per device."""
-
-    text_cache: bool = True
-    sync_free_scheduler: bool = False
-    vae_autotune: bool = False
-    vae_channels_last: bool = False
-    fuse: bool = False
-    uniform_time_embed: bool = False
-    compile: bool = False
-    compile_mode: str | None = None
-    cuda_graphs: bool = False
-    attention: str = "stock"
-    fp8: bool = False
-
-    @classmethod
-    def resolve(
-        cls,
-        device: str,
-        *,
-        fast: bool = True,
-        compile: bool | str = "auto",
-        cuda_graphs: bool | str = "auto",
-        attention: str = "auto",
-        fuse: bool | str = "auto",
-        fp8: bool = False,
-        vae_autotune: bool | str = "auto",
-        sync_free_scheduler: bool | str = "auto",
-        vae_channels_last: bool | str = "auto",
-    ) -> FastOptions:
-        """Defaults: on CUDA every bf16-noise lever; on CPU only the exact text cache."""
-        cuda = str(device).startswith("cuda")
-
-        def pick(value, default):
-            return default if value == "auto" or value is None else bool(value)
-
-        if not fast:
-            return cls(text_cache=False)
-        if vae_autotune not in ("auto", None) and vae_autotune and not cuda:
-            raise ValueError("vae_autotune (cuDNN autotuning) needs a CUDA device")
-        if attention == "auto":
-            # SDPA with enable_gqa (the stock call; cuDNN's GQA kernel on H100 with torch 2.11) measured
-            # 4.4 ms per Nano step against 8.6 ms for flash with repeated KV heads, 6.1 ms for cuDNN with them.
-            attention = "sdpa" if cuda else "stock"
-        if attention not in ATTENTION_CHOICES:
-            raise ValueError(f"attention {attention!r} unknown; expected one of {list(ATTENTION_CHOICES)}")
-        compile_mode = None
-        if isinstance(compile, str) and compile != "auto":
-            compile_mode, compile = compile, True
-        opts = cls(
-            compile_mode=compile_mode,
-            text_cache=True,
-            vae_autotune=pick(vae_autotune, cuda),
-            sync_free_scheduler=pick(sync_free_scheduler, True),
-            vae_channels_last=pick(vae_channels_last, VAE_CHANNELS_LAST_DEFAULT and cuda),
-            fuse=pick(fuse, cuda),
-            compile=pick(compile, cuda),
-            cuda_graphs=pick(cuda_graphs, cuda),
-            attention=attention,
-            fp8=bool(fp8),
-        )
-        opts.uniform_time_embed = opts.fuse
-        if opts.fp8:
-            if not cuda:
-                raise ValueError("fp8 needs a CUDA device with float8 tensor cores (Hopper or newer)")
-            opts.fuse = True
-        if opts.cuda_graphs and not cuda:
-            raise ValueError("cuda_graphs needs a CUDA device")
-        return opts
-
-    @property
-    def exact(self) -> bool:
-        """True when the result is bit-identical to the stock forward."""
-        levers = (self.fuse, self.compile, self.fp8, self.uniform_time_embed, self.vae_autotune, self.vae_channels_last)
-        # The sync-free scheduler is bit-identical on the CPU, last-bit float32 on a GPU.
-        return not any(levers) and self.attention == "stock"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form."""
-        return dict(self.__dict__)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure functions (the fused layer is what torch.compile sees)
-# ---------------------------------------------------------------------------------------------
-
-
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """diffusers ``RMSNorm.forward`` (non-NPU path), op for op."""
-    input_dtype = x.dtype
-    variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
-    x = x * torch.rsqrt(variance + eps)
-    if weight is None:
-        return x.to(input_dtype)
-    if weight.dtype in (torch.float16, torch.bfloat16):
-        x = x.to(weight.dtype)
-    return x * weight
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _sdpa_backend(name: str):
-    from torch.nn.attention import SDPBackend
-
-    return {
-        "flash": SDPBackend.FLASH_ATTENTION,
-        "cudnn": SDPBackend.CUDNN_ATTENTION,
-        "efficient": SDPBackend.EFFICIENT_ATTENTION,
-        "math": SDPBackend.MATH,
-    }[name]
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
-    """Full (non-causal) attention, q [N, H, D], k/v [M, KV, D] -> [N, H, D].
-
-    ``sdpa``/``stock``: SDPA with ``enable_gqa`` (what the stock processor asks for).
-    ``flash``/``cudnn``/``efficient``/``math``: KV heads repeated to H (GQA kernels are not
-    available on every backend) and that SDPA kernel forced.
-    """
-    qh = q.unsqueeze(0).transpose(1, 2)
-    kh = k.unsqueeze(0).transpose(1, 2)
-    vh = v.unsqueeze(0).transpose(1, 2)
-    if backend in ("sdpa", "stock"):
-        out = F.scaled_dot_product_attention(qh, kh, vh, enable_gqa=True)
-    else:
-        from torch.nn.attention import sdpa_kernel
-
-        rep = qh.shape[1] // kh.shape[1]
-        if rep > 1:
-            kh = kh.repeat_interleave(rep, dim=1)
-            vh = vh.repeat_interleave(rep, dim=1)
-        with sdpa_kernel(_sdpa_backend(backend)):
-            out = F.scaled_dot_product_attention(qh, kh, vh)
-    return out.transpose(1, 2).squeeze(0)
-
-
-def _fp8_linear(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """``x @ w.T`` with x quantized per row and w (pre-quantized, [out, in]) per output channel."""
-    fmax = torch.finfo(torch.float8_e4m3fn).max
-    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
-    x_scale = amax / fmax
-    x8 = (x.float() / x_scale).clamp(-fmax, fmax).to(torch.float8_e4m3fn)
-    return torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=out_dtype)
-
-
-def _linear(x: torch.Tensor, w, b: torch.Tensor | None) -> torch.Tensor:
-    if isinstance(w, tuple):  # fp8: (weight_e4m3 [out, in], scale [out, 1])
-        y = _fp8_linear(x, w[0], w[1], x.dtype)
-        return y if b is None else y + b
-    return F.linear(x, w, b)
-
-
-def fused_gen_layer(
-    x: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    k_und: torch.Tensor,
-    v_und: torch.Tensor,
-    w: dict,
-    n_heads: int,
-    n_kv: int,
-    head_dim: int,
-    inter: int,
-    eps: float,
-    attention: str,
-) -> torch.Tensor:
-    """One decoder layer, generation stream only, fused projections. x [N, hidden]."""
-    h = _rms_norm(x, w["ln1"], eps)
-    qkv = _linear(h, w["qkv"], w["qkv_b"])
-    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
-    q = _rms_norm(q.view(-1, n_heads, head_dim), w["qn"], eps)
-    k = _rms_norm(k.view(-1, n_kv, head_dim), w["kn"], eps)
-    v = v.view(-1, n_kv, head_dim)
-    q = q * cos + _rotate_half(q) * sin
-    k = k * cos + _rotate_half(k) * sin
-    o = attend(q, torch.cat([k_und, k], dim=0), torch.cat([v_und, v], dim=0), attention)
-    x = x + _linear(o.flatten(-2, -1), w["o"], w["o_b"])
-    h = _rms_norm(x, w["ln2"], eps)
-    gu = _linear(h, w["gu"], None)
-    gate, up = gu.split([inter, inter], dim=-1)
-    return x + _linear(F.silu(gate) * up, w["down"], None)
-
-
-def _domain_linear(mod, x: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:
-    """``DomainAwareLinear.forward`` for rank-2 input without its host-syncing range check."""
-    weight = mod.fc(domain_ids).view(domain_ids.shape[0], mod.input_size, mod.output_size)
-    bias = mod.bias(domain_ids).view(domain_ids.shape[0], mod.output_size)
-    return torch.bmm(x.unsqueeze(1), weight).squeeze(1) + bias
-
-
-def _digest(*tensors_or_values) -> str:
-    h = hashlib.sha1()
-    for t in tensors_or_values:
-        if isinstance(t, torch.Tensor):
-            c = t.detach().to("cpu").contiguous()
-            h.update(str((c.dtype, tuple(c.shape))).encode())
-            h.update(c.view(torch.uint8).numpy().tobytes() if c.numel() else b"")
-        else:
-            h.update(repr(t).encode())
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-layout plan, text K/V, CUDA graph
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -357,6 +146,10 @@ class FastCosmos3Forward:
 
     # -- setup -------------------------------------------------------------------------------
 
+
+    def plans(self) -> list[Any]:
+        """The per-layout plans (CUDA graphs, step layouts) captured so far, oldest first."""
+        return list(self._plans.values())
     def _check_structure(self) -> str | None:
         from diffusers.models.normalization import RMSNorm
         from diffusers.models.transformers.transformer_cosmos3 import Cosmos3AttnProcessor
@@ -393,7 +186,7 @@ class FastCosmos3Forward:
         qkv = self._weights[0]["qkv"]
         fused = qkv[0] if isinstance(qkv, tuple) else qkv
         if isinstance(qkv, tuple):  # fp8 copies: compare with the bf16 fused tensor they were made from
-            fused = _FUSED.get(attn.add_q_proj)
+            fused = FUSED.get(attn.add_q_proj)
         return fused is not None and attn.add_q_proj.weight.data_ptr() == fused.data_ptr()
 
     @torch.no_grad()
@@ -402,9 +195,9 @@ class FastCosmos3Forward:
         for layer in self.tr.layers:
             attn = layer.self_attn
             projs = (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
-            qkv = _fuse_linears(projs)
+            qkv = fuse_linears(projs)
             mlp = layer.mlp_moe_gen
-            gu = _fuse_linears((mlp.gate_proj, mlp.up_proj))
+            gu = fuse_linears((mlp.gate_proj, mlp.up_proj))
             w = {
                 "ln1": layer.input_layernorm_moe_gen.weight,
                 "qkv": qkv,
@@ -419,7 +212,7 @@ class FastCosmos3Forward:
             }
             if self.opt.fp8:
                 for name in ("qkv", "o", "gu", "down"):
-                    w[name] = _quantize_fp8(w[name])
+                    w[name] = quantize_fp8(w[name])
             out.append(w)
         return out
 
@@ -564,8 +357,8 @@ class FastCosmos3Forward:
             if not 0 <= d < tr.num_embodiment_domains:
                 return None  # the stock forward raises the proper error
         vt = kw["vision_tokens"][0]
-        text_key = _digest(kw["input_ids"], kw["position_ids"][..., :und_len], und_len, tr.embed_tokens.weight.dtype)
-        key = _digest(
+        text_key = digest(kw["input_ids"], kw["position_ids"][..., :und_len], und_len, tr.embed_tokens.weight.dtype)
+        key = digest(
             text_key,
             kw["position_ids"],
             seq_len,
@@ -623,7 +416,7 @@ class FastCosmos3Forward:
             vision_mse_gen_idx=kw["vision_mse_loss_indexes"] - und_len,
             vision_token_shapes=v_shapes,
             vision_noisy_frame_indexes=v_noisy,
-            vision_scatter_index=_scatter_index(v_noisy, v_shapes, tr.config.hidden_size, dev),
+            vision_scatter_index=scatter_index(v_noisy, v_shapes, tr.config.hidden_size, dev),
             tkv=tkv,
         )
         if has_action:
@@ -645,7 +438,7 @@ class FastCosmos3Forward:
             plan.action_domain_ids = per_token.to(torch.long)
             plan.noisy_domain_ids = per_noisy.to(torch.long)
             plan.action_noisy = kw["action_mse_loss_indexes"].numel() > 0
-            plan.action_scatter_index = _scatter_index(a_noisy, a_shapes, tr.config.hidden_size, dev)
+            plan.action_scatter_index = scatter_index(a_noisy, a_shapes, tr.config.hidden_size, dev)
         return plan
 
     # -- text stream ---------------------------------------------------------------------------
@@ -673,13 +466,13 @@ class FastCosmos3Forward:
             q = attn.norm_q(q)
             k = attn.norm_k(k)
             k_for_gen = attn.k_norm_und_for_gen(k) if attn.k_norm_und_for_gen is not None else k
-            k_for_gen = k_for_gen * cos + _rotate_half(k_for_gen) * sin
+            k_for_gen = k_for_gen * cos + rotate_half(k_for_gen) * sin
             ks.append(k_for_gen)
             vs.append(v)
             if i == last:
                 break  # the text stream's own output is never read
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
             causal = dispatch_attention_fn(
                 q.unsqueeze(0),
                 k.unsqueeze(0),
@@ -715,7 +508,7 @@ class FastCosmos3Forward:
         gen[plan.vision_gen_idx] = packed
         if plan.has_action:
             a = torch.cat([action_tokens[: plan.action_len]], dim=0).to(dtype)
-            a = _domain_linear(tr.action_proj_in, a, plan.action_domain_ids) + tr.action_modality_embed
+            a = domain_linear(tr.action_proj_in, a, plan.action_domain_ids) + tr.action_modality_embed
             if plan.action_noisy:
                 a = a.scatter_add(0, plan.action_scatter_index, self._time_embed(action_timesteps, dtype))
             gen[plan.action_gen_idx] = a
@@ -729,7 +522,7 @@ class FastCosmos3Forward:
         )
         preds_action = None
         if plan.has_action:
-            pa = _domain_linear(tr.action_proj_out, gen[plan.action_mse_gen_idx], plan.noisy_domain_ids)
+            pa = domain_linear(tr.action_proj_out, gen[plan.action_mse_gen_idx], plan.noisy_domain_ids)
             preds_action = tr._unpack_action_latents(pa, plan.action_token_shapes, plan.action_noisy_frame_indexes)
         return preds_vision, None, preds_action
 
@@ -779,8 +572,8 @@ class FastCosmos3Forward:
         v = attn.add_v_proj(h).view(-1, attn.num_key_value_heads, attn.head_dim)
         q = attn.norm_added_q(q)
         k = attn.norm_added_k(k)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
         all_k = torch.cat([k_und, k], dim=0)
         all_v = torch.cat([v_und, v], dim=0)
         if self.opt.attention == "stock":
@@ -815,47 +608,3 @@ class FastCosmos3Forward:
             return None
         self.stats["graph_captures"] += 1
         return graph
-
-
-def _fuse_linears(linears) -> torch.Tensor:
-    """Concatenate the weights of ``linears`` (same input size) and make each weight a view into it.
-
-    Weights that already are consecutive views of one tensor (fused before) reuse that tensor.
-    """
-    base = _FUSED.get(linears[0])
-    if base is not None:
-        start = 0
-        for lin in linears:
-            if lin.weight.data_ptr() != base[start:].data_ptr():
-                break
-            start += lin.weight.shape[0]
-        else:
-            if start == base.shape[0]:
-                return base
-    fused = torch.cat([lin.weight.data for lin in linears], dim=0)
-    _FUSED[linears[0]] = fused
-    start = 0
-    for lin in linears:
-        n = lin.weight.shape[0]
-        lin.weight.data = fused[start : start + n]
-        start += n
-    return fused
-
-
-def _quantize_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight [out, in] -> (e4m3 weight, float32 per-output-channel scale [out, 1])."""
-    fmax = torch.finfo(torch.float8_e4m3fn).max
-    scale = w.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / fmax
-    return (w.float() / scale).clamp(-fmax, fmax).to(torch.float8_e4m3fn), scale
-
-
-def _scatter_index(noisy_frame_indexes, token_shapes, hidden: int, device) -> torch.Tensor:
-    """The index ``_apply_timestep_embeds_to_noisy_tokens`` builds, computed once per layout."""
-    start = 0
-    parts = []
-    for noisy, shape in zip(noisy_frame_indexes, token_shapes, strict=True):
-        spatial = math.prod(shape[1:])
-        spatial_idx = torch.arange(spatial, device=device)
-        parts.append(((noisy.to(device) * spatial).unsqueeze(-1) + spatial_idx + start).flatten())
-        start += shape[0] * spatial
-    return torch.cat(parts, dim=0).unsqueeze(-1).expand(-1, hidden)

@@ -165,6 +165,10 @@ class PolicyNode(LifecycleNode):
         """Current values of all declared parameters."""
         return current_values(self)
 
+    def image_options(self) -> dict[str, int]:
+        """How camera images are decoded now (run-time parameters)."""
+        return {"max_depth_mm": self._max_depth_mm}
+
     def warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
         """Log a warning at most once per ``period`` seconds per ``key``."""
         t = time.monotonic()
@@ -196,12 +200,15 @@ class PolicyNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
+        names = [p.name for p in params if p.name in BY_NAME]
+        if not names:  # rclpy's own parameters (qos_overrides.*, use_sim_time)
+            return
         values = self.values()
         self._max_depth_mm = int(values["max_depth_mm"])
         with self._lock:
             if self.loop is not None:
                 apply_runtime_values(self.loop, values)
-        self.get_logger().info(f"parameters updated: {[p.name for p in params]}")
+        self.get_logger().info(f"parameters updated: {names}")
 
     def _on_instruction(self, msg: String) -> None:
         result = self.set_parameters([Parameter("prompt", value=msg.data)])[0]
@@ -502,6 +509,11 @@ def main(args: list[str] | None = None) -> int:
     if "-h" in user_args or "--help" in user_args:
         print(usage())
         return 0
+    reports = [read_params_file(f) for f in ros_args_params(argv)[0]]
+    fatal = [f"{r.path}: {problem}" for r in reports for problem in r.fatal]
+    if fatal:  # rcl would refuse the file with a parser trace; say what is wrong instead
+        print("policy_node: error: " + "; ".join(fatal), file=sys.stderr)
+        return 2
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
 

@@ -1,0 +1,170 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark results as JSON and Markdown (the files committed under ``bench/results/``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cosmos3_ros.bench.measure import gpu_slug, slug
+
+
+def _fmt(x, unit="s", nd=3):
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    if unit == "ms":
+        return f"{x * 1e3:.1f} ms"
+    if unit == "x":
+        return f"{x:.2f}x"
+    if unit == "e":
+        return f"{x:.2e}"
+    if unit == "gib":
+        return f"{x:.1f} GiB"
+    return f"{x:.{nd}f} s"
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    """The results as a markdown report with the exact command."""
+    calls = res.get("calls", {})
+    lines = [
+        f"# cosmos3-ros bench: {res.get('size')} on {res.get('device')}, {res.get('date')}",
+        "",
+        "Command:",
+        "",
+        "```",
+        res.get("command", ""),
+        "```",
+        "",
+        f"Random weights ({res.get('transformer_params', 0) / 1e9:.2f} B transformer parameters), "
+        f"{res.get('dtype')}, frame {res['frame'][1]}x{res['frame'][0]}, tier {res['settings']['image_size']}, "
+        f"chunk {res['settings']['action_chunk_size']}, domain {res['settings']['domain_name']}, "
+        f"guidance {res['settings']['guidance']}, "
+        f"seed {res['settings']['seed']}; tokens {res.get('tokens')}. Totals are medians of {res.get('repeats')} "
+        "calls after warm-up; per step is the median step; VAE columns time `vae.encode`/`vae.decode`.",
+        "",
+        "| call | steps | total | per step | VAE encode | VAE decode | peak GPU mem | vs stock | actions vs stock |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    stock_ref = {
+        "policy": "stock_policy_latent",
+        "policy_video": "stock_policy_decoded",
+        "fd": "stock_fd",
+    }
+    for name, c in calls.items():
+        ref = None
+        if name.startswith("ours"):
+            kind = c.get("mode")
+            base = stock_ref.get(kind, "")
+            if c.get("steps") != res["settings"]["steps"][0] and kind != "policy_video":
+                base = f"{base}_{c.get('steps')}"
+            ref = (calls.get(base) or {}).get("total_s")
+        speed = _fmt(ref / c["total_s"], "x") if ref and c.get("total_s") else "-"
+        err = c.get("action_rel_error")
+        dev = c.get("frames_vs_stock")
+        acc = _fmt(err, "e") if err is not None else (f"frames PSNR {dev['psnr_db']:.1f} dB" if dev else "-")
+        lines.append(
+            f"| {name} | {c.get('steps')} | {_fmt(c.get('total_s'))} | {_fmt(c.get('step_median_s'), 'ms')} | "
+            f"{_fmt(c.get('vae_encode_s'))} | {_fmt(c.get('vae_decode_s'))} | {_fmt(c.get('peak_mem_gib'), 'gib')} | "
+            f"{speed} | {acc} |"
+        )
+    lines += [
+        "",
+        "| summary | value |",
+        "| --- | --- |",
+        f"| bf16 GEMM rate ({res.get('gemm_n')}^3) | {res.get('gemm_tflops', 0):.0f} TFLOP/s |",
+        f"| FLOPs of one stock forward | {res.get('flops_per_forward_tflop') or 0:.1f} TFLOP |",
+        f"| compute floor, {res['settings']['steps'][0]} steps (stock FLOPs / GEMM rate) | "
+        f"{_fmt(res.get('floor_s'))} |",
+        f"| floor with the text stream computed once | {_fmt(res.get('floor_text_cached_s'))} |",
+        f"| ours, policy {res['settings']['steps'][0]} steps | {_fmt(res.get('ours_policy_s'))} |",
+        f"| speed-up vs stock latent / decoded | {_fmt(res.get('speedup_policy_vs_stock_latent'), 'x')} / "
+        f"{_fmt(res.get('speedup_policy_vs_stock_decoded'), 'x')} |",
+        f"| speed-up forward_dynamics (decoded) | {_fmt(res.get('speedup_fd_vs_stock'), 'x')} |",
+        f"| action_rel_error (ours vs stock, same seed) | {_fmt(res.get('action_rel_error'), 'e')} |",
+        f"| exact variant (text cache only): time / action error | {_fmt(res.get('ours_exact_policy_s'))} / "
+        f"{_fmt(res.get('ours_exact_action_rel_error'), 'e')} |",
+        f"| opt-in FP8: time / action error | {_fmt(res.get('ours_fp8_policy_s'))} / "
+        f"{_fmt(res.get('ours_fp8_action_rel_error'), 'e')} |",
+        f"| cold start (warm-up incl. compile + graph capture) | {_fmt(res.get('ours_cold_start_s'))} |",
+        f"| first policy call after warm-up | {_fmt(res.get('ours_first_call_after_warmup_s'))} |",
+        f"| stock warm-up call (2 steps) | {_fmt(res.get('stock_warmup_s'))} |",
+    ]
+    loop = res.get("loop")
+    if loop:
+        lines += [
+            f"| loop: chunks per second (policy + forecast, {loop['cycles']} cycles) | {loop['chunks_per_s']:.2f} |",
+            f"| loop: cycle p50 / p95 / max | {_fmt(loop['cycle_p50_s'])} / {_fmt(loop['cycle_p95_s'])} / "
+            f"{_fmt(loop['cycle_max_s'])} |",
+            f"| loop: policy p50 / max | {_fmt(loop['policy_p50_s'])} / {_fmt(loop['policy_max_s'])} |",
+            f"| loop: replans within half a chunk ({loop['half_horizon_s']:.1f} s) | "
+            f"{'yes' if loop['replans_within_half_horizon'] else 'no'} (policy alone: "
+            f"{'yes' if loop['policy_within_half_horizon'] else 'no'}) |",
+        ]
+    joint = res.get("loop_joint_forecast")
+    if joint:
+        lines += [
+            f"| loop alternative: policy with its own video as the forecast ({joint['cycles']} cycles): "
+            f"chunks/s, cycle p50 / max | {joint['chunks_per_s']:.2f}, {_fmt(joint['cycle_p50_s'])} / "
+            f"{_fmt(joint['cycle_max_s'])} (within half a chunk: "
+            f"{'yes' if joint['replans_within_half_horizon'] else 'no'}) |",
+        ]
+    bars = res.get("bars") or {}
+    if bars:
+        lines += ["", "Bars: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in bars.items())]
+    micro = res.get("micro")
+    if micro:
+        lines += [
+            "",
+            f"Micro: generation-stream GEMMs {micro.get('gen_gemm_tflops', 0):.0f} TFLOP/s, "
+            f"{_fmt(micro.get('gen_gemm_s_per_step'), 'ms')} per step (bf16), "
+            f"{_fmt(micro.get('gen_gemm_fp8_s_per_step'), 'ms')} (fp8 incl. quantization); attention per step: "
+            + ", ".join(
+                f"{k} {_fmt(v.get('s_per_step'), 'ms')}" if "s_per_step" in v else f"{k} n/a"
+                for k, v in (micro.get("attention") or {}).items()
+            ),
+        ]
+    replay = res.get("ours_graph_replay_ms")
+    if replay:
+        lines += [
+            "",
+            "One captured denoising step of the transformer alone (CUDA graph replay, GPU time): "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in replay.items()),
+        ]
+    vae = res.get("micro_vae_decode")
+    if vae:
+        lines += [
+            "",
+            f"VAE decode of {vae.get('latent_shape')}: default {vae.get('default_ms', 0):.0f} ms, cuDNN autotuned "
+            f"{vae.get('cudnn_benchmark_ms', 0):.0f} ms, channels-last {vae.get('channels_last_ms', 0):.0f} ms "
+            f"(PSNR vs default {vae.get('channels_last_psnr_db', 0):.1f} dB)",
+        ]
+    if res.get("errors"):
+        lines += ["", "Errors:"] + [f"- {k}: {v.splitlines()[0]}" for k, v in res["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(res: dict[str, Any], out_dir: str | Path, tag: str = "") -> tuple[Path, Path]:
+    """Write ``<date>-<gpu>[-tag].json`` and ``.md`` under ``out_dir``; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = gpu_slug(res.get("gpu", "")) if "cuda" in res.get("device", "") else f"cpu-{res.get('size')}"
+    stem = f"{res.get('date')}-{gpu}" + (f"-{slug(tag)}" if tag else "")
+    jp, mp = out / f"{stem}.json", out / f"{stem}.md"
+    jp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
+    mp.write_text(to_markdown(res))
+    return jp, mp
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

@@ -1,0 +1,325 @@
+# Copyright 2026 The cosmos3_ros Authors
+# SPDX-License-Identifier: Apache-2.0
+"""Shared helpers of the sidecar tests (test_sidecar*.py).
+
+- :class:`ServerThread`: an in-process :class:`~cosmos3_ros.sidecar.server.SidecarServer` (by default serving a
+  deterministic :class:`~cosmos3_ros.backends.fake.FakeBackend`) on its own event-loop thread, port 0: the fast tier.
+- :class:`SidecarProcess`: a server in its own process, either ``cosmos3-ros sidecar`` on a real checkpoint (the
+  slow end-to-end tier) or a small FakeBackend server script (fast; for outages by SIGKILL).
+- :func:`raw_connect` / :func:`ask`: a plain websocket client for hand-made traffic.
+- :class:`OpenpiStyleServer`: a foreign openpi-protocol server (NVIDIA's DROID server as documented) that records
+  every observation it receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from cosmos3_ros.backends.fake import FakeBackend
+from cosmos3_ros.core.backend import PolicyBackend
+from cosmos3_ros.core.settings import PolicySettings
+from cosmos3_ros.sidecar import protocol as proto
+from cosmos3_ros.sidecar.server import SidecarServer
+
+TOKEN = "s3cret-token"
+#: The defaults of the in-process test servers (the CLI servers get ``--num-steps 2 --image-size 256``).
+SERVER_DEFAULTS = PolicySettings(num_steps=2)
+#: Requests in these tests override the server defaults on purpose.
+S = PolicySettings(prompt="pick up the red cup", num_steps=3, seed=5)
+IMG = np.full((48, 64, 3), 100, np.uint8)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    """``(status, body)`` of ``GET /healthz`` (503 answers included)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, period: float = 0.005) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(period)
+
+
+# -- in-process server ------------------------------------------------------------------------------------------
+
+
+class ServerThread:
+    """A :class:`SidecarServer` on loopback, served from its own thread and event loop.
+
+    ``backend`` defaults to a fresh :class:`FakeBackend`; other keyword arguments go to the server (``token``,
+    ``queue_size``, ``max_message_bytes``, ``warmup``). ``port`` 0 picks a free port (``.port`` once started).
+    """
+
+    def __init__(
+        self,
+        backend: PolicyBackend | None = None,
+        defaults: PolicySettings = SERVER_DEFAULTS,
+        *,
+        port: int = 0,
+        **server_kwargs: Any,
+    ) -> None:
+        self.backend = FakeBackend() if backend is None else backend
+        self.server = SidecarServer(self.backend, defaults, host="127.0.0.1", port=port, **server_kwargs)
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="sidecar-test-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await self.server.serve(self._stop, lambda port: self._ready.set())
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(timeout), "in-process sidecar did not start listening"
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def request_stop(self) -> None:
+        """Set the server's stop event (what SIGTERM does in the CLI); returns at once."""
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "in-process sidecar did not stop"
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._loop is not None:
+            self.request_stop()
+        self.join()
+
+    def healthz(self) -> tuple[int, dict]:
+        return healthz(self.port)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- servers in their own process -------------------------------------------------------------------------------
+
+#: A FakeBackend sidecar as a process: argv port, warm-up latency (seconds per warm-up call; 0 afterwards).
+FAKE_SERVER_SCRIPT = r"""
+import asyncio, logging, sys
+from cosmos3_ros.backends.fake import FakeBackend
+from cosmos3_ros.core.settings import PolicySettings
+from cosmos3_ros.sidecar.server import SidecarServer
+
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+port, warm = int(sys.argv[1]), float(sys.argv[2])
+backend = FakeBackend(latency_s=warm)
+server = SidecarServer(backend, PolicySettings(num_steps=2), port=port)
+asyncio.run(server.serve(asyncio.Event(), lambda p: backend.set_latency(0.0)))
+"""
+
+
+class SidecarProcess:
+    """One sidecar server process (:meth:`cli`: ``cosmos3-ros sidecar``; :meth:`fake`: FakeBackend) with its log."""
+
+    def __init__(self, cmd: list[str], port: int, log_path: Path) -> None:
+        self.cmd, self.port, self.log_path = cmd, port, log_path
+        self.proc: subprocess.Popen | None = None
+        self.url = f"ws://127.0.0.1:{port}"
+
+    @classmethod
+    def cli(cls, model: Path, port: int, log_path: Path, *extra: str) -> SidecarProcess:
+        cmd = [sys.executable, "-m", "cosmos3_ros.cli", "sidecar", "--model", str(model), "--port", str(port)]
+        return cls([*cmd, "--num-steps", "2", "--image-size", "256", *extra], port, log_path)
+
+    @classmethod
+    def fake(cls, port: int, log_path: Path, warmup_latency: float = 0.0) -> SidecarProcess:
+        return cls([sys.executable, "-c", FAKE_SERVER_SCRIPT, str(port), str(warmup_latency)], port, log_path)
+
+    def start(self) -> SidecarProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def healthz(self) -> tuple[int, dict]:
+        return healthz(self.port)
+
+    def wait_healthy(self, timeout: float = 180.0) -> SidecarProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"sidecar exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if self.healthz()[0] == 200:
+                    return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.02)
+        pytest.fail(f"sidecar not healthy after {timeout} s:\n{self.log()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no close frames, no clean shutdown."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+# -- raw clients ------------------------------------------------------------------------------------------------
+
+
+def raw_connect(url: str, **kwargs: Any) -> tuple[ClientConnection, dict]:
+    """A plain websocket client: returns (connection, metadata)."""
+    ws = connect(url, compression=None, max_size=None, open_timeout=10, **kwargs)
+    return ws, proto.unpackb(ws.recv(timeout=10))
+
+
+def ask(ws: ClientConnection, payload: bytes | str, timeout: float = 10.0) -> dict:
+    """Send one message and return the decoded reply map."""
+    ws.send(payload)
+    reply = ws.recv(timeout=timeout)
+    assert isinstance(reply, bytes), f"text frame from server: {reply!r}"
+    out = proto.unpackb(reply)
+    assert isinstance(out, dict)
+    return out
+
+
+# -- a foreign openpi-protocol server ---------------------------------------------------------------------------
+
+
+class OpenpiStyleServer:
+    """openpi's server behaviour with NVIDIA's DROID keys, recording every observation it receives (``received``).
+
+    Metadata without ``protocol``; replies ``action`` [32, 8] whose first 7 columns are ``len(prompt)`` and whose
+    last column (the gripper, in NVIDIA's convention) is :attr:`REPLY_GRIPPER`. Any error (unknown keys, a missing
+    robot state) is sent as a traceback text frame followed by close code 1011, as openpi does. The prompt ``hang``
+    is never answered (until the server stops).
+    """
+
+    KNOWN = frozenset({"prompt", "observation/image", "observation/joint_position", "observation/gripper_position"})
+    REPLY_GRIPPER = 0.25
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.received: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _handler(self, ws: Any) -> None:
+        assert self._stop is not None
+        try:
+            await ws.send(proto.packb({"policy": "droid", "action_horizon": 32}))
+            while True:
+                obs = proto.unpackb(await ws.recv())
+                try:
+                    self.received.append(obs)
+                    unknown = set(obs) - self.KNOWN
+                    if unknown:
+                        raise KeyError(f"unexpected keys {sorted(unknown)}")
+                    missing = [
+                        k for k in ("observation/joint_position", "observation/gripper_position") if k not in obs
+                    ]
+                    if missing:
+                        raise KeyError(f"the DROID policy needs the robot state: missing {missing}")
+                    if obs["prompt"] == "hang":
+                        try:
+                            await asyncio.wait_for(self._stop.wait(), 3)
+                        except TimeoutError:
+                            pass
+                    action = np.full((32, 8), len(obs["prompt"]), np.float32)
+                    action[:, -1] = self.REPLY_GRIPPER
+                    await ws.send(proto.packb({"action": action, "server_timing": {"infer_ms": 1.0}}))
+                except ConnectionClosed:
+                    raise
+                except Exception:
+                    await ws.send(traceback.format_exc())
+                    await ws.close(1011, "Internal server error. Traceback included in previous frame.")
+                    return
+        except ConnectionClosed:
+            return
+
+    async def _main(self) -> None:
+        from websockets.asyncio.server import serve
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with serve(self._handler, "127.0.0.1", self.port, compression=None, max_size=None):
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> OpenpiStyleServer:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
