@@ -14,6 +14,7 @@ from cosmos3_ros.bench.benchmark import REQUIRED_KEYS
 from cosmos3_ros.bench.measure import frame_deviation, gpu_slug, rel_l2, transformer_flops
 
 
+@pytest.mark.slow
 def test_bench_cpu_tiny_smoke(tmp_path, capsys):
     from cosmos3_ros.cli import main
 

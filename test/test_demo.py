@@ -7,7 +7,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_demo_runs_closed_loop_and_summarises():
     r = subprocess.run(
         [sys.executable, "-m", "cosmos3_ros.cli", "demo", "--duration", "8", "--num-steps", "4", "--quiet"],

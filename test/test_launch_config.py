@@ -91,7 +91,7 @@ def test_launch_file_arguments_are_described_and_reference_installed_things():
         assert required in declared
     used = set(re.findall(r'LaunchConfiguration\("([a-z_]+)"\)', text))
     assert used <= set(declared), used - set(declared)
-    assert 'executable="policy_node"' in text and 'package="cosmos3_ros"' in text
+    assert 'installed_executable("policy_node")' in text and 'PACKAGE = "cosmos3_ros"' in text
     assert '"config", "policy.yaml"' in text
     setup = (ROOT / "setup.py").read_text()
     assert "policy_node = cosmos3_ros.ros.policy_node:main" in setup

@@ -45,3 +45,22 @@ def _ruff() -> list[str]:
 def test_ruff(args):
     r = subprocess.run([*_ruff(), *args], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_core_and_the_loop_import_neither_ros_nor_torch():
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import cosmos3_ros.core, cosmos3_ros.control\n"
+        "for pkg in (cosmos3_ros.core, cosmos3_ros.control):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('rclpy', 'torch', 'diffusers', 'sensor_msgs'))\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_no_source_file_is_much_over_500_lines():
+    long = {str(p.relative_to(ROOT)): n for p in _sources() if (n := len(p.read_text().splitlines())) > 650}
+    assert not long, long

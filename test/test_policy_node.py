@@ -128,7 +128,7 @@ def test_prompt_change_via_instruction_topic(graph):
         ],
         timeout=10,
     )
-    assert node.get_parameter("prompt").value == "wipe"
+    assert node.get_parameter("prompt").value == "wipe the table"
 
 
 def test_enable_service_disarms_with_hold_and_rearms(graph):

@@ -115,7 +115,7 @@ def test_zero_is_allowed_only_where_it_has_a_meaning():
     "kind, good, bad",
     [
         ("bool", [True], [1, "true", None]),
-        ("int", [3, -1], [3.0, True, "3", float("inf")]),
+        ("int", [3, -1, 3.0], [3.5, True, "3", float("inf")]),
         ("float", [3, 2.5], [True, "x", float("nan")]),
         ("str", ["a"], [1, None]),
         ("str_list", [[], ["a"], ("a", "b")], ["a", [1], {"a": 1}]),

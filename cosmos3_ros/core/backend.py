@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -62,4 +64,18 @@ class PolicyBackend(Protocol):
 
     def close(self) -> None:
         """Release the model or connection."""
+        ...
+
+
+@runtime_checkable
+class WaitsUntilReady(Protocol):
+    """Optional: a backend that may not be ready yet (a sidecar still loading its model) and can wait for it."""
+
+    def wait_ready(
+        self, timeout_s: float, stop: threading.Event | None = None, on_wait: Callable[[float, str], None] | None = None
+    ) -> None:
+        """Return once the backend answers; BackendError after ``timeout_s`` or when ``stop`` is set.
+
+        ``on_wait(seconds_waited, why)`` is called after each failed attempt.
+        """
         ...

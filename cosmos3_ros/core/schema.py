@@ -108,6 +108,8 @@ class Setting:
             value = value.item()
         if self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if self.kind == "int" and isinstance(value, float) and value.is_integer():
+            return int(value)  # 3.0 from a JSON or msgpack client means 3
         if self.kind.endswith("_list"):
             if value is None:
                 return []
@@ -268,6 +270,9 @@ SETTINGS: tuple[Setting, ...] = (
             "backend"),
     Setting("sidecar_timeout", "float", 10.0, "sidecar: seconds to wait for one reply.", "backend", minimum=0.1,
             maximum=600.0, unit="s"),
+    Setting("sidecar_wait", "float", 30.0,
+            "sidecar: at configure, keep trying to connect this long (the sidecar may still be loading its model).",
+            "backend", minimum=0.0, maximum=3600.0, unit="s"),
     Setting("fake_latency", "float", 0.0, "fake: seconds each fake model call takes.", "backend", minimum=0.0,
             maximum=60.0, unit="s"),
     # -- controller: inputs, timing, outputs ----------------------------------------------------------------------

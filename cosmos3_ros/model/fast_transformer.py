@@ -146,10 +146,10 @@ class FastCosmos3Forward:
 
     # -- setup -------------------------------------------------------------------------------
 
-
     def plans(self) -> list[Any]:
         """The per-layout plans (CUDA graphs, step layouts) captured so far, oldest first."""
         return list(self._plans.values())
+
     def _check_structure(self) -> str | None:
         from diffusers.models.normalization import RMSNorm
         from diffusers.models.transformers.transformer_cosmos3 import Cosmos3AttnProcessor

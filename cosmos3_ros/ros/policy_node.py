@@ -50,6 +50,7 @@ from cosmos3_ros.control.diagnostics import diagnose
 from cosmos3_ros.control.events import ForecastFrames, LoopSink, Tee
 from cosmos3_ros.control.loop import PolicyLoop
 from cosmos3_ros.control.worker import InferenceWorker
+from cosmos3_ros.core.backend import WaitsUntilReady
 from cosmos3_ros.core.drift import DriftState
 from cosmos3_ros.core.forecast import ErrorSample
 from cosmos3_ros.core.images import ImageDecodeError
@@ -150,6 +151,7 @@ class PolicyNode(LifecycleNode):
         self._max_depth_mm = int(self.get_parameter("max_depth_mm").value)
         self._last_warn: dict[str, float] = {}
         self._lock = threading.RLock()
+        self._closing = threading.Event()  # set at shutdown: interrupts a configure that waits for its backend
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_service(SetBool, "~/enable", self._on_enable)
@@ -253,13 +255,24 @@ class PolicyNode(LifecycleNode):
         except (SettingsError, ValueError) as exc:
             return self._fail(f"configure failed: bad configuration: {exc}")
         self.backend_state = "loading"
+        backend = None
         try:
             backend = make_backend(values)
+            if isinstance(backend, WaitsUntilReady) and values["sidecar_wait"] > 0:
+                limit = values["sidecar_wait"]
+
+                def waiting(waited: float, why: str) -> None:
+                    self.backend_state = f"waiting_for_backend ({waited:.0f} of {limit:.0f} s)"
+                    self.warn_throttled("wait", f"waiting for the backend ({waited:.0f} of {limit:.0f} s): {why}", 10)
+
+                backend.wait_ready(limit, stop=self._closing, on_wait=waiting)
             if values["warmup"]:
                 self.backend_state = "warming_up"
                 self.warmup_s = backend.warmup(controller.settings)
                 self.get_logger().info(f"backend warm-up took {self.warmup_s:.2f} s")
         except Exception as exc:
+            if backend is not None:
+                backend.close()
             return self._fail(f"configure failed: backend failed to load: {type(exc).__name__}: {exc}")
         sinks: list[LoopSink] = []
         try:
@@ -345,6 +358,10 @@ class PolicyNode(LifecycleNode):
         self.teardown()
         self.backend_state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
+
+    def request_shutdown(self) -> None:
+        """Interrupt anything that waits (a configure waiting for its backend); the process is ending."""
+        self._closing.set()
 
     def teardown(self, wait_s: float = SHUTDOWN_WAIT_S) -> bool:
         """Release subscriptions, timers, publishers, recording and backend without waiting long for a model call.
@@ -535,6 +552,7 @@ def main(args: list[str] | None = None) -> int:
         pass
     finally:
         node.get_logger().info("shutting down")
+        node.request_shutdown()
         idle = node.teardown()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
 from cosmos3_ros import __version__
@@ -48,6 +49,10 @@ BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
 #: Largest reply accepted (a 640x480 predicted video of 17 frames is about 16 MB).
 MAX_REPLY_BYTES = 1 << 30
+
+
+class SidecarRefusedError(BackendError):
+    """The sidecar answered and refused this client (a wrong or missing token): waiting will not help."""
 
 
 class SidecarBusyError(BackendError):
@@ -122,6 +127,36 @@ class SidecarBackend:
             assert self._metadata is not None
             return dict(self._metadata)
 
+    def wait_ready(
+        self,
+        timeout_s: float,
+        stop: threading.Event | None = None,
+        on_wait: Callable[[float, str], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        """Connect, retrying every ``poll_s`` until the server answers (a sidecar listens only once warm), or raise
+        BackendError after ``timeout_s`` or when ``stop`` is set. ``on_wait(waited_s, why)`` follows each failure."""
+        t0 = time.monotonic()
+        while True:
+            with self._locked():
+                self._retry_at = 0.0  # waiting on purpose: no back-off
+                try:
+                    self._connect_locked()
+                    return
+                except SidecarRefusedError:
+                    raise
+                except BackendError as exc:
+                    why = str(exc)
+            waited = time.monotonic() - t0
+            if on_wait is not None:
+                on_wait(waited, why)
+            if waited >= timeout_s:
+                raise BackendError(f"sidecar {self.url} not ready after {waited:.0f} s: {why}")
+            if stop is not None and stop.wait(poll_s):
+                raise BackendError(f"stopped while waiting for sidecar {self.url}")
+            if stop is None:
+                time.sleep(poll_s)
+
     def close(self) -> None:
         """Close the connection; later calls raise BackendError."""
         self._closed = True
@@ -171,7 +206,9 @@ class SidecarBackend:
             if not isinstance(metadata, dict):
                 raise BackendError(f"server metadata is a {type(metadata).__name__}, not a map")
         except ConnectionClosed as exc:
-            self._connect_failed(f"the server closed the connection ({_close_text(exc)})", ws)
+            frame = exc.rcvd or exc.sent
+            refused = frame is not None and frame.code == CloseCode.POLICY_VIOLATION  # a wrong or missing token
+            self._connect_failed(f"the server closed the connection ({_close_text(exc)})", ws, refused=refused)
         except TimeoutError:
             self._connect_failed(f"no answer within {self.connect_timeout_s:g} s", ws)
         except Exception as exc:  # refused, DNS, HTTP status, handshake, bad metadata: all mean "not connected"
@@ -185,13 +222,14 @@ class SidecarBackend:
             metadata.get("model"),
         )
 
-    def _connect_failed(self, why: str, ws: ClientConnection | None) -> None:
+    def _connect_failed(self, why: str, ws: ClientConnection | None, *, refused: bool = False) -> None:
         if ws is not None:
             ws.close()
         self._backoff_s = min(max(2 * self._backoff_s, BACKOFF_MIN_S), BACKOFF_MAX_S)
         self._retry_at = time.monotonic() + self._backoff_s
         self._last_error = why
-        raise BackendError(f"cannot connect to sidecar {self.url}: {why}")
+        error = SidecarRefusedError if refused else BackendError
+        raise error(f"cannot connect to sidecar {self.url}: {why}")
 
     def _drop(self, why: str) -> None:
         """Forget a broken connection; the next call reconnects at once."""
@@ -308,7 +346,7 @@ class SidecarBackend:
         expected = (settings.action_chunk_size, settings.action_width)
         if ours and actions.shape != expected:
             raise BackendError(f"sidecar returned actions of shape {actions.shape}, expected {expected}")
-        if not ours and state is not None:
+        if not ours:  # NVIDIA's DROID server answers the gripper as 1 - g: back to the model's space
             actions = proto.droid_actions_to_model(actions)
         video = None
         if return_video:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cosmos3_ros.core.compose import compose
+from cosmos3_ros.core.compose import compose, plan
 from cosmos3_ros.core.results import ActionChunk, Forecast
 from cosmos3_ros.core.schema import REQUEST_SETTINGS, SettingsError
 from cosmos3_ros.core.settings import PolicySettings, validate_actions
@@ -236,11 +236,15 @@ def parse_message(message: Any, defaults: PolicySettings) -> Request | Control:
         )
     images = [_image(k, message[k]) for k in present]
     if settings.view_point == "concat_view" and len(images) > 1:
-        # The node's camera composition, so the same cameras give the same model input in both.
-        image = compose(dict(zip(present, images, strict=True)), present, "side_by_side")
-        cameras = tuple(present)
-        if image.shape[1] > MAX_IMAGE_SIDE:
-            raise ProtocolError(f"the composed cameras are {image.shape[1]} pixels wide; the limit is {MAX_IMAGE_SIDE}")
+        # The node's camera composition, so the same cameras give the same model input in both. The size is
+        # checked on the plan, before any pixel is allocated.
+        frames = dict(zip(present, images, strict=True))
+        layout = plan({k: v.shape[:2] for k, v in frames.items()}, present, "side_by_side")
+        if layout.width > MAX_IMAGE_SIDE or layout.height > MAX_IMAGE_SIDE:
+            raise ProtocolError(
+                f"the composed cameras would be {layout.height}x{layout.width}; the limit is {MAX_IMAGE_SIDE} a side"
+            )
+        image, cameras = compose(frames, present, "side_by_side"), tuple(present)
     else:
         image, cameras = np.array(images[0], copy=True), (present[0],)  # writable, owned copy
 
