@@ -64,7 +64,6 @@ setup(
     maintainer_email="cosmos3-ros@example.com",
     description="NVIDIA Cosmos 3 world model as a robot policy in a ROS 2 control loop, with forecast monitoring.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "cosmos3-ros = cosmos3_ros.cli:main",

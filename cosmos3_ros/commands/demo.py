@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     """Bring up the graph, run, print the summary; exit 0 when chunks were received."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.node import Node
     from rclpy.parameter import Parameter
@@ -62,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from cosmos3_ros.commands.flags import flag_values
     from cosmos3_ros.core.synthetic import moving_scene_frame
     from cosmos3_ros.ros.convert import rgb_to_image_msg
+    from cosmos3_ros.ros.executor import DrainingExecutor
     from cosmos3_ros.ros.policy_node import PolicyNode
 
     v = flag_values(
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         cam_pub.publish(rgb_to_image_msg(moving_scene_frame(t, args.height, args.width), now.to_msg(), "demo_camera"))
 
     cam_timer = io.create_timer(1.0 / args.camera_hz, publish_frame)
-    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    executor = DrainingExecutor(num_threads=4, context=ctx)
     executor.add_node(node)
     executor.add_node(io)
     spin = threading.Thread(target=executor.spin, daemon=True)

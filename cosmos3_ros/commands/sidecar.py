@@ -125,5 +125,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("warm-up failed, not serving: %s", exc)
         return 1
     finally:
+        # Stopping now: a second Ctrl-C (a terminal's, then the one ros2 launch forwards) changes nothing.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         runtime.close()
     return 0

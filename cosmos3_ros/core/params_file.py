@@ -28,6 +28,14 @@ BUILTIN_PREFIXES: tuple[str, ...] = ("qos_overrides.",)
 DEFAULT_NODE = "/cosmos3_policy"
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus the ``!!python/tuple`` tag launch_ros writes for list parameters (rcl reads those
+    as sequences too)."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+
+
 def is_builtin(name: str) -> bool:
     """Whether ``name`` is a parameter rclpy itself owns (use_sim_time, qos_overrides.*)."""
     return name in BUILTIN_PARAMS or name.startswith(BUILTIN_PREFIXES)
@@ -109,7 +117,7 @@ def read_params_file(
         report.fatal.append("no such file")
         return report
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_Loader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         report.fatal.append(f"not valid YAML: {exc}")
         return report

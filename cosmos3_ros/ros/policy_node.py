@@ -27,7 +27,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -59,6 +59,7 @@ from cosmos3_ros.core.schema import BY_NAME, NODE_SETTINGS, SettingsError
 from cosmos3_ros.core.stats import RateEstimator
 from cosmos3_ros.core.trajectory import Trajectory
 from cosmos3_ros.ros import convert
+from cosmos3_ros.ros.executor import DrainingExecutor
 from cosmos3_ros.ros.parameters import current_values, declare_all
 
 NODE_NAME = "cosmos3_policy"
@@ -540,7 +541,7 @@ def main(args: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     node = PolicyNode(argv=argv)
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = DrainingExecutor(num_threads=4)
     executor.add_node(node)
     idle = True
     try:
@@ -553,11 +554,16 @@ def main(args: list[str] | None = None) -> int:
     finally:
         node.get_logger().info("shutting down")
         node.request_shutdown()
+        executor.shutdown(timeout_sec=1.0)  # no callback runs while the node's entities are destroyed
         idle = node.teardown()
-        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
-        rclpy.try_shutdown()
-    if not idle:  # a model call is still running in C++: leave without waiting for it (the bag is closed)
+        rclpy.try_shutdown(uninstall_handlers=False)
+        # Ignored from here on: Python resets its own handlers to the default (terminate) while the interpreter
+        # and DDS finalize, so a second Ctrl-C (a terminal's, then the one ros2 launch forwards) would kill the exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not idle:  # a model call is still running (in C++ for torch): leave without waiting; the bag is closed
+        print(f"policy_node: leaving a model call in flight after {SHUTDOWN_WAIT_S:g} s", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
