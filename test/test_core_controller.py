@@ -60,7 +60,7 @@ def test_trajectory_timing_and_interpolation():
     assert tr.sample(10.1, before=np.array([-1.0]))[0] == pytest.approx(-0.5)
 
 
-def test_camera_buffer_order_bounds_and_clip():
+def test_camera_buffer_order_bounds_and_nearest():
     b = CameraBuffer(capacity=5)
     for i in range(8):
         b.add(Frame(i * 0.1, np.full((1, 1, 3), i, np.uint8)))
@@ -70,9 +70,11 @@ def test_camera_buffer_order_bounds_and_clip():
     assert e.value.reason == "out_of_order"
     with pytest.raises(FrameRejectedError):
         b.add(Frame(float("nan"), IMG))
-    clip = b.clip(3, fps=5.0)  # 0.5, 0.5, 0.7 (nearest to 0.3, 0.5, 0.7; 0.3 fell out of the buffer)
-    assert [round(f.stamp, 1) for f in clip] == [0.3, 0.5, 0.7]
-    assert int(clip[-1].image[0, 0, 0]) == 7
+    with pytest.raises(FrameRejectedError) as e:
+        b.add(Frame(-0.1, IMG))
+    assert e.value.reason == "negative_stamp"
+    assert round(b.nearest(0.0).stamp, 1) == 0.3  # 0.0 .. 0.2 fell out of the buffer
+    assert int(b.newest().image[0, 0, 0]) == 7
 
 
 def test_clip_buffer_sync_and_staleness():

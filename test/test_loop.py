@@ -255,3 +255,57 @@ def test_stale_or_malformed_state_blocks_planning():
     assert r.loop.step(r.clock.t) is None and r.loop.controller.counters.get("no_observation.stale_state") == 1
     assert not r.loop.on_state(r.clock.t, np.zeros(3)) and not r.loop.on_state(r.clock.t, np.full(10, np.nan))
     assert [reason for _, _, reason in r.ev.of("rejected")] == ["state_shape", "non_finite"]
+
+
+# -- bad time -----------------------------------------------------------------------------------------------------
+
+
+def test_a_frame_from_the_future_is_rejected_alone_and_good_frames_go_on():
+    r = make_loop(max_clock_skew=1.0)
+    r.clock.t += 0.1
+    assert not r.loop.on_frame("cam", r.clock.t + 3600.0, frame(0))  # an hour ahead: a camera with a bad clock
+    for _ in range(3):
+        r.cycle(dt=0.1)
+    assert r.loop.controller.counters.get("rejected_frames.future_stamp") == 1
+    assert r.loop.controller.counters.get("rejected_frames.out_of_order") == 0  # it never became the reference
+    chunks = r.ev.chunks()
+    assert chunks and all(c.stamp <= r.clock.t for c in chunks)  # never commanding from the future
+
+
+def test_negative_and_non_finite_stamps_are_rejected_frames_not_exceptions():
+    r = make_loop()
+    assert not r.loop.on_frame("cam", -5.0, frame(0))
+    assert not r.loop.on_frame("cam", float("nan"), frame(0))
+    assert not r.loop.on_state(-1.0, np.zeros(10))
+    assert [reason for _, _, reason in r.ev.of("rejected")] == ["negative_stamp", "non_finite_stamp", "negative_stamp"]
+    assert r.cycle() is not None
+
+
+def test_a_looping_clock_resets_the_loop_with_one_hold_and_resumes():
+    r = make_loop(replan_every=1, forecast_every=1)
+    for _ in range(5):
+        r.cycle(dt=0.3)
+    assert len(r.ev.chunks()) == 5 and r.loop.tracker.pending
+    r.clock.t -= 25.0  # the bag loops: sim time goes back 25 s
+    # The first frames of the new timeline come before the next control tick: they are older than what is buffered.
+    r.loop.on_frame("cam", r.clock.t, frame(r.clock.t))
+    request = r.loop.step(r.clock.t)
+    assert len(r.ev.holds()) == 1 and r.loop.controller.counters.get("clock_jumps") == 1
+    assert request is None and not r.loop.tracker.pending  # everything of the old timeline is gone
+    for _ in range(3):
+        r.cycle(dt=0.3)
+    after = [c for c in r.ev.chunks() if c.stamp < r.clock.t - 10]
+    assert len(r.ev.chunks()) >= 7 and not after, "chunks resumed on the new timeline, none from the old one"
+
+
+def test_clock_jump_callback_drops_the_in_flight_result():
+    r = make_loop(replan_every=1)
+    r.cycle()
+    r.clock.t += 0.3
+    r.loop.on_frame("cam", r.clock.t, frame(r.clock.t))
+    request = r.loop.step(r.clock.t)
+    r.clock.t -= 10.0
+    r.loop.on_clock_jump()  # rclpy's jump callback, while the model runs
+    r.loop.run_request(request)
+    assert [t.kind for t in r.ev.of("trajectory")] == ["chunk", "hold"]
+    assert r.loop.controller.counters.get("unexpected_results") == 1

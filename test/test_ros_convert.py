@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import io
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ pytest.importorskip("sensor_msgs.msg", reason="needs the ROS 2 message packages"
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from cosmos3_ros.core.images import ImageDecodeError
+from cosmos3_ros.core.images import DecodeOptions, ImageDecodeError
 from cosmos3_ros.ros.convert import (
     compressed_msg_to_rgb,
     image_msg_to_rgb,
@@ -96,7 +97,7 @@ def test_rgb8_message_is_not_copied(rgb):
 
 def test_max_depth_is_passed_through():
     depth = np.array([[0, 1000, 2000]], np.uint16)
-    out = image_msg_to_rgb(image_msg(depth.tobytes(), "16UC1", width=3, height=1), max_depth_mm=2000)
+    out = image_msg_to_rgb(image_msg(depth.tobytes(), "16UC1", width=3, height=1), DecodeOptions(max_depth_mm=2000))
     np.testing.assert_array_equal(out[0, :, 0], [0, 128, 255])
 
 
@@ -178,7 +179,7 @@ def test_empty_and_oversized_compressed_messages(smooth):
         compressed_msg_to_rgb(CompressedImage(format="jpeg"))
     assert exc_info.value.reason == "empty"
     with pytest.raises(ImageDecodeError) as exc_info:
-        compressed_msg_to_rgb(compressed_msg(smooth, "PNG", "png"), max_pixels=100)
+        compressed_msg_to_rgb(compressed_msg(smooth, "PNG", "png"), DecodeOptions(max_pixels=100))
     assert exc_info.value.reason == "too_large"
 
 
@@ -230,3 +231,32 @@ def test_stamp_to_sec_of_a_message_stamp():
 def test_unrepresentable_stamps_are_refused(bad):
     with pytest.raises(ValueError):
         sec_to_stamp(bad)
+
+
+def test_frames_are_capped_before_decoding_and_kept_at_what_the_tier_needs():
+    big = np.zeros((600, 800, 3), np.uint8)
+    opts = DecodeOptions(max_pixels=800 * 600, max_side=200)
+    out = image_msg_to_rgb(image_msg(big.tobytes(), "rgb8", width=800, height=600), opts)
+    assert out.shape == (150, 200, 3)
+    jpeg = compressed_msg_to_rgb(compressed_msg(np.full((600, 800, 3), 90, np.uint8), "JPEG", "jpeg"), opts)
+    assert jpeg.shape == (150, 200, 3) and abs(int(jpeg.mean()) - 90) <= 2
+    png = compressed_msg_to_rgb(compressed_msg(np.full((600, 800, 3), 90, np.uint8), "PNG", "png"), opts)
+    assert png.shape == (150, 200, 3)
+    too_big = DecodeOptions(max_pixels=800 * 600 - 1)
+    for msg in (image_msg(big.tobytes(), "rgb8", width=800, height=600), compressed_msg(big, "PNG", "png")):
+        with pytest.raises(ImageDecodeError) as e:
+            (image_msg_to_rgb if isinstance(msg, Image) else compressed_msg_to_rgb)(msg, too_big)
+        assert e.value.reason == "too_large"
+    small = np.zeros((60, 80, 3), np.uint8)
+    assert image_msg_to_rgb(image_msg(small.tobytes(), "rgb8", width=80, height=60), opts).shape == (60, 80, 3)
+
+
+def test_a_small_png_that_decodes_huge_is_refused_from_its_header():
+    buf = io.BytesIO()
+    PILImage.new("RGB", (4096, 4096)).save(buf, format="PNG")  # about 50 KB on the wire, 50 MB decoded
+    msg = CompressedImage(format="png", data=buf.getvalue())
+    assert len(msg.data) < 200_000
+    t0 = time.perf_counter()
+    with pytest.raises(ImageDecodeError) as e:
+        compressed_msg_to_rgb(msg, DecodeOptions.for_tier(480, max_depth_mm=10000, max_pixels=3840 * 2160))
+    assert e.value.reason == "too_large" and time.perf_counter() - t0 < 0.5  # never decoded

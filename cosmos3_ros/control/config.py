@@ -13,6 +13,7 @@ from typing import Any
 
 from cosmos3_ros.control.controller import ControllerConfig, PolicyController
 from cosmos3_ros.control.loop import LoopOptions, PolicyLoop
+from cosmos3_ros.core.images import DecodeOptions
 from cosmos3_ros.core.schema import SettingsError, resolve_values
 from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.core.trajectory import ActionMapping, default_joint_names
@@ -23,6 +24,7 @@ __all__ = [
     "build_controller",
     "check_values",
     "controller_config",
+    "decode_options",
     "loop_options",
     "resolve_values",
 ]
@@ -49,6 +51,14 @@ def controller_config(values: dict[str, Any], settings: PolicySettings | None = 
         replan_every=replan,
         stamp_mode=values["trajectory_stamp"],
         use_state=bool(values["joint_states_topic"]),
+        max_clock_skew=float(values["max_clock_skew"]),
+    )
+
+
+def decode_options(values: dict[str, Any]) -> DecodeOptions:
+    """How camera frames are decoded: the size cap, and the size they are kept at for the resolution tier."""
+    return DecodeOptions.for_tier(
+        int(values["image_size"]), max_depth_mm=int(values["max_depth_mm"]), max_pixels=int(values["max_image_pixels"])
     )
 
 

@@ -9,6 +9,10 @@ runs the model reports back with ``complete``. Every method returns the ``Trajec
 is whatever clock the caller uses (node clock, sim time, bag time), in seconds.
 
 Safety rules:
+* frames and robot states with bad stamps (not finite, negative, more than ``max_clock_skew`` ahead of the clock)
+  are rejected on their own and never become the reference later frames are measured against;
+* when the clock jumps back (a looping ``ros2 bag play --clock``, a simulator reset) everything buffered is dropped,
+  one hold is published, and the loop resumes from fresh frames;
 * at most one inference in flight; a new chunk is requested once ``replan_every`` actions of the
   current chunk are due, and only from an observation newer than the last one used;
 * frames older than ``max_observation_age`` are never used;
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejectedError, Observation
+from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejectedError, Observation, check_stamp
 from cosmos3_ros.core.compose import compose
 from cosmos3_ros.core.results import ActionChunk
 from cosmos3_ros.core.settings import PolicySettings
@@ -33,6 +37,8 @@ from cosmos3_ros.core.stats import Counters
 from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times
 
 STAMP_MODES = ("observation", "now")
+#: A clock that goes back by more than this (seconds) is a jump: a looping bag, a simulator reset.
+CLOCK_JUMP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,9 @@ class ControllerConfig:
     sync_tolerance: float = 0.05
     replan_every: int = 8
     stamp_mode: str = "observation"
-    buffer_capacity: int = 64
+    buffer_capacity: int = 8
     use_state: bool = False
+    max_clock_skew: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -89,6 +96,7 @@ class PolicyController:
         self._settings = settings
         self.buffer = ClipBuffer(list(config.cameras), capacity=config.buffer_capacity)
         self._state: tuple[float, np.ndarray] | None = None
+        self._last_now: float | None = None
         self.counters = Counters()
         self._lock = threading.RLock()
         self._armed = True
@@ -154,9 +162,13 @@ class PolicyController:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def add_frame(self, camera: str, stamp: float, image: np.ndarray) -> FrameRejectedError | None:
-        """Buffer a decoded frame; returns the rejection (also counted by reason) when it is not buffered."""
+    def add_frame(
+        self, camera: str, stamp: float, image: np.ndarray, now: float | None = None
+    ) -> FrameRejectedError | None:
+        """Buffer a decoded frame received at ``now``; returns the rejection (also counted by reason) when it is not
+        buffered."""
         try:
+            check_stamp(stamp, now, self.config.max_clock_skew)
             self.buffer.add(camera, stamp, image)
         except FrameRejectedError as exc:
             self.note(f"rejected_frames.{exc.reason}", str(exc))
@@ -164,8 +176,13 @@ class PolicyController:
         self.counters.inc(f"frames.{camera}")
         return None
 
-    def add_state(self, stamp: float, positions: np.ndarray) -> str | None:
+    def add_state(self, stamp: float, positions: np.ndarray, now: float | None = None) -> str | None:
         """Keep the newest robot state (robot units, in ``joint_names`` order); returns a rejection reason or None."""
+        try:
+            check_stamp(stamp, now, self.config.max_clock_skew)
+        except FrameRejectedError as exc:
+            self.note(f"rejected_states.{exc.reason}", f"robot state: {exc}")
+            return exc.reason
         positions = np.asarray(positions, dtype=np.float64)
         if positions.shape != (self.config.mapping.width,):
             reason = "state_shape"
@@ -192,10 +209,31 @@ class PolicyController:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def reset_time(self, now: float, reason: str = "clock_jump") -> list[Trajectory]:
+        """The clock jumped back: drop every frame and state, forget the chunk and the in-flight request (its result
+        will be discarded), hold once if commanding; fresh frames start the loop again."""
+        with self._lock:
+            out = self._hold(now, reason)
+            self.buffer.clear()
+            self._state = None
+            self._current = None
+            self._in_flight = None
+            self._last_request_stamp = float("-inf")
+            self._last_now = now
+            self.counters.inc("clock_jumps")
+            self.last_error = f"the clock jumped back to {now:.3f}: buffered frames dropped"
+            return out
+
     def step(self, now: float) -> tuple[InferenceRequest | None, list[Trajectory]]:
-        """Advance to ``now``: maybe a hold (chunk ran out), maybe a new inference request."""
+        """Advance to ``now``: maybe a hold (chunk ran out), maybe a new inference request.
+
+        A clock that went back by more than :data:`CLOCK_JUMP_S` resets the loop first (:meth:`reset_time`).
+        """
         with self._lock:
             out: list[Trajectory] = []
+            if self._last_now is not None and now < self._last_now - CLOCK_JUMP_S:
+                out += self.reset_time(now)
+            self._last_now = now if self._last_now is None else max(now, self._last_now)
             cur = self._current
             if self._commanding and cur is not None:
                 self._last_command = cur.sample(now)

@@ -85,6 +85,7 @@ class PolicyLoop:
         self.tracker = ForecastTracker(tolerance, metric=options.drift_metric, keep_frames_size=keep_frames_size)
         self.drift = DriftMonitor(options.drift_threshold, metric=options.drift_metric)
         self._published = 0
+        self._jumps = 0
 
     def set_options(self, options: LoopOptions) -> None:
         """Replace the options (run-time parameter changes); the drift threshold applies to the next samples."""
@@ -98,7 +99,7 @@ class PolicyLoop:
 
     def on_frame(self, camera: str, stamp: float, image: np.ndarray) -> bool:
         """Buffer a decoded frame and compare it with pending forecasts; False (and a ``rejected`` event) if refused."""
-        rejection = self.controller.add_frame(camera, stamp, image)
+        rejection = self.controller.add_frame(camera, stamp, image, now=self.clock())
         if rejection is not None:
             self.sink.rejected(camera, stamp, rejection.reason, str(rejection))
             return False
@@ -112,7 +113,7 @@ class PolicyLoop:
 
     def on_state(self, stamp: float, positions: np.ndarray) -> bool:
         """Keep the newest robot state (robot units, ``joint_names`` order); False (and an event) if refused."""
-        reason = self.controller.add_state(stamp, positions)
+        reason = self.controller.add_state(stamp, positions, now=self.clock())
         if reason is not None:
             self.sink.rejected("robot_state", stamp, reason, self.controller.last_error)
             return False
@@ -146,10 +147,21 @@ class PolicyLoop:
         """Stop emitting: events after this (e.g. from an inference still finishing) go nowhere."""
         self.sink = LoopSink()
 
+    def on_clock_jump(self) -> None:
+        """The clock jumped back (rclpy's jump callback, or a bag that loops): start over from fresh frames."""
+        now = self.clock()
+        self._emit(self.controller.reset_time(now), now)
+        self._jumps = self.controller.counters.get("clock_jumps")
+        self.tracker.reset()
+
     def step(self, now: float) -> InferenceRequest | None:
         """Control tick: publishes holds; returns a request for ``run_request`` when a chunk is due."""
         request, out = self.controller.step(now)
         self._emit(out, now)
+        jumps = self.controller.counters.get("clock_jumps")
+        if jumps != self._jumps:  # the controller saw the clock go back: forecasts of the old timeline are moot
+            self._jumps = jumps
+            self.tracker.reset()
         return request
 
     # -- model work (worker thread) -----------------------------------------------------------------------------

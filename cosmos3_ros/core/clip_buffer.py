@@ -25,11 +25,26 @@ class Frame:
 
 
 class FrameRejectedError(ValueError):
-    """A frame was not buffered; ``reason`` is a short key for counters ("out_of_order", "non_finite_stamp")."""
+    """A frame was not buffered; ``reason`` is a short key for counters ("out_of_order", "non_finite_stamp",
+    "negative_stamp", "future_stamp")."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def check_stamp(stamp: float, now: float | None = None, max_skew: float = float("inf")) -> None:
+    """Raise FrameRejectedError for a stamp that is not finite, negative, or more than ``max_skew`` seconds ahead of
+    ``now`` (a camera with a wrong clock: such a frame must never become the newest one)."""
+    if not np.isfinite(stamp):
+        raise FrameRejectedError("non_finite_stamp", f"stamp {stamp!r} is not finite")
+    if stamp < 0:
+        raise FrameRejectedError("negative_stamp", f"stamp {stamp!r} is negative")
+    if now is not None and stamp - now > max_skew:
+        ahead = stamp - now
+        raise FrameRejectedError(
+            "future_stamp", f"stamp {stamp:.3f} is {ahead:.3f} s ahead of the node clock (max_clock_skew {max_skew})"
+        )
 
 
 class CameraBuffer:
@@ -45,8 +60,7 @@ class CameraBuffer:
 
     def add(self, frame: Frame) -> None:
         """Append ``frame``; an older-or-equal stamp than the newest is rejected (FrameRejectedError)."""
-        if not np.isfinite(frame.stamp):
-            raise FrameRejectedError("non_finite_stamp", f"frame stamp {frame.stamp!r} is not finite")
+        check_stamp(frame.stamp)
         if self._frames and frame.stamp <= self._frames[-1].stamp:
             raise FrameRejectedError(
                 "out_of_order", f"frame stamp {frame.stamp:.6f} is not newer than {self._frames[-1].stamp:.6f}"
@@ -66,17 +80,6 @@ class CameraBuffer:
         candidates = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
         best = min(candidates, key=lambda j: abs(stamps[j] - stamp))
         return self._frames[best]
-
-    def clip(self, n_frames: int, fps: float) -> list[Frame]:
-        """``n_frames`` frames at 1/fps spacing ending at the newest frame (nearest-neighbour sampling).
-
-        Where the buffer does not reach back far enough, the oldest frame repeats. Empty when no frames.
-        """
-        newest = self.newest()
-        if newest is None:
-            return []
-        times = [newest.stamp - (n_frames - 1 - k) / fps for k in range(n_frames)]
-        return [self.nearest(t) for t in times]  # type: ignore[misc]
 
     def clear(self) -> None:
         """Drop all frames."""
@@ -99,7 +102,7 @@ class Observation:
 class ClipBuffer:
     """Buffers for several cameras; thread-safe (camera callbacks add while the control loop reads)."""
 
-    def __init__(self, cameras: list[str], capacity: int = 64) -> None:
+    def __init__(self, cameras: list[str], capacity: int = 8) -> None:
         if not cameras:
             raise ValueError("at least one camera is needed")
         if len(set(cameras)) != len(cameras):
@@ -144,11 +147,6 @@ class ClipBuffer:
         if now - obs.oldest_stamp > max_age:
             return None, "stale"
         return obs, "ok"
-
-    def clip(self, camera: str, n_frames: int, fps: float) -> list[Frame]:
-        """A clip of ``camera`` at the policy fps ending at its newest frame (see CameraBuffer.clip)."""
-        with self._lock:
-            return self._buffers[camera].clip(n_frames, fps)
 
     def clear(self) -> None:
         """Drop every camera's frames."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -69,6 +70,20 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _MAGIC = {"jpeg": _JPEG_MAGIC, "png": _PNG_MAGIC}
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How camera frames are decoded: depth mapping, the largest frame accepted, the size frames are kept at."""
+
+    max_depth_mm: int = DEFAULT_MAX_DEPTH_MM
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int | None = None
+
+    @classmethod
+    def for_tier(cls, image_size: int, *, max_depth_mm: int, max_pixels: int) -> DecodeOptions:
+        """Options for a policy at resolution tier ``image_size``: frames kept at most 2 x the tier a side."""
+        return cls(max_depth_mm=max_depth_mm, max_pixels=max_pixels, max_side=2 * image_size)
 
 
 class ImageDecodeError(ValueError):
@@ -127,8 +142,11 @@ def decode_raw(
     is_bigendian: int = 0,
     *,
     max_depth_mm: int = DEFAULT_MAX_DEPTH_MM,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Decode the pixel buffer of a ``sensor_msgs/Image`` into a C-contiguous HxWx3 uint8 RGB array.
+
+    Images of more than ``max_pixels`` pixels are refused (``too_large``) before any pixel is converted.
 
     ``data`` must hold exactly ``step * height`` bytes (the message definition); rows may be padded
     (``step > width * bytes_per_pixel``). For ``rgb8`` with unpadded rows the result is a view of ``data``
@@ -144,6 +162,8 @@ def decode_raw(
         )
     w = _check_dim("width", width)
     h = _check_dim("height", height)
+    if w * h > max_pixels:
+        raise ImageDecodeError("too_large", f"image is {w}x{h} = {w * h} pixels, more than max_pixels {max_pixels}")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < w * bpp:
         raise ImageDecodeError(
             "step", f"step {step!r} is not an integer of at least one row of {w} {encoding} pixels ({w * bpp} bytes)"
@@ -207,14 +227,16 @@ def decode_compressed(
     format: str,  # the sensor_msgs/CompressedImage field name
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
 ) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` payload (JPEG or PNG) into a new HxWx3 uint8 RGB array.
 
     ``format`` is the message's format string as ROS publishes it: ``"jpeg"``, ``"png"``,
     ``"rgb8; jpeg compressed bgr8"``, ``"mono16; png compressed mono16"``, ... An empty format is allowed and
     the codec is read from the data's signature; a non-empty format must agree with the signature. Images with
-    more than ``max_pixels`` pixels are refused from their header, before any pixel is decoded.
-    Raises :class:`ImageDecodeError`.
+    more than ``max_pixels`` pixels are refused from their header, before any pixel is decoded. With
+    ``max_side``, a JPEG is decoded at a reduced scale where the codec can (1/2, 1/4, 1/8), and the result is
+    downscaled to fit ``max_side`` (see :func:`fit_within`). Raises :class:`ImageDecodeError`.
     """
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels!r}")
@@ -241,6 +263,9 @@ def decode_compressed(
                 raise ImageDecodeError(
                     "too_large", f"compressed image is {w}x{h} = {w * h} pixels, more than max_pixels {max_pixels}"
                 )
+            if max_side is not None and max(w, h) > max_side and sniffed == "jpeg":
+                scale = max_side / max(w, h)
+                im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))  # decode at 1/2, 1/4 or 1/8
             im.load()
     except ImageDecodeError:
         raise
@@ -257,7 +282,23 @@ def decode_compressed(
         return _grey_to_rgb((grey >> 8).astype(np.uint8))
     if im.mode != "RGB":
         im = im.convert("RGB")
-    return np.asarray(im)
+    return fit_within(np.asarray(im), max_side)
+
+
+def fit_within(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` downscaled (area average) so that its longer side is at most ``max_side``; unchanged when it fits.
+
+    Frames are kept at what the policy can use: the model's input is downscaled to the resolution tier anyway, so
+    a 4K frame buffered at full size only costs memory.
+    """
+    if max_side is None:
+        return image
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.BOX))
 
 
 def encode_rgb8(image: np.ndarray) -> tuple[bytes, int, int, int]:

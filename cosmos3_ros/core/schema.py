@@ -22,6 +22,7 @@ runs, from the node's side), ``server`` (the sidecar server; command-line only, 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,8 @@ class Setting:
     is above 0 (0 is then allowed too: ``shift: 0`` keeps the checkpoint's scheduler). ``max_length`` bounds strings
     (characters) and lists (items). ``runtime`` settings may change while the node runs and take effect on the next
     cycle; all others are read-only parameters. ``request`` settings may be overridden per sidecar request.
-    ``secret`` values are never logged or printed.
+    ``secret`` values are never logged or printed. ``topic`` strings (or list items) must be valid ROS 2 topic
+    names, checked before anything loads.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Setting:
     max_length: int | None = None
     secret: bool = False
     unit: str = ""
+    topic: bool = False
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, (self.name, self.kind)
@@ -148,6 +151,9 @@ class Setting:
                 return f"{name}={value!r} is not one of {list(self.choices)}"
             if self.max_length is not None and len(value) > self.max_length:
                 return f"{name} has {len(value)} characters; the limit is {self.max_length}"
+            if self.topic and value:
+                problem = topic_name_problem(value)
+                return f"{name}={value!r} is not a valid ROS 2 topic name: {problem}" if problem else ""
             return ""
         # lists
         if not isinstance(value, list):
@@ -156,6 +162,11 @@ class Setting:
             return f"{name} has {len(value)} items; the limit is {self.max_length}"
         if self.kind == "str_list" and not all(isinstance(v, str) for v in value):
             return f"{name} must be a list of strings, got {value!r}"
+        if self.topic:
+            for item in value:
+                problem = topic_name_problem(item)
+                if problem:
+                    return f"{name} item {item!r} is not a valid ROS 2 topic name: {problem}"
         if self.kind == "float_list":
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 return f"{name} must be a list of numbers, got {value!r}"
@@ -195,6 +206,34 @@ class Setting:
         if not self.secret:
             text += f" [default: {format_value(self.default)}]"
         return text
+
+
+_TOKEN = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})$")
+
+
+def topic_name_problem(name: str) -> str:
+    """Why ``name`` is not a valid ROS 2 topic name ("" when it is): the rules of design.ros2.org's "Topic and
+    Service name mapping" (tokens of letters, digits and underscores not starting with a digit, separated by single
+    slashes, an optional leading ``/`` or ``~/``, no trailing slash, ``{substitutions}``)."""
+    if not name:
+        return "it is empty"
+    if name.endswith("/"):
+        return "it ends with '/'"
+    if "//" in name:
+        return "it contains '//'"
+    body = name
+    if body.startswith("~"):
+        if body == "~":
+            return ""
+        if not body.startswith("~/"):
+            return "'~' must be followed by '/'"
+        body = body[2:]
+    elif body.startswith("/"):
+        body = body[1:]
+    for token in body.split("/"):
+        if not _TOKEN.match(token):
+            return f"token {token!r} is not letters, digits and underscores (not starting with a digit)"
+    return ""
 
 
 def _num(x: float) -> str:
@@ -278,7 +317,7 @@ SETTINGS: tuple[Setting, ...] = (
     # -- controller: inputs, timing, outputs ----------------------------------------------------------------------
     Setting("camera_topics", "str_list", ["/camera/image_raw"],
             "Camera topics (sensor_msgs/Image; a topic ending in /compressed is sensor_msgs/CompressedImage). The "
-            "first camera is the reference for time synchronisation.", "controller", max_length=8),
+            "first camera is the reference for time synchronisation.", "controller", max_length=8, topic=True),
     Setting("camera_layout", "str", "single", "How several cameras are composed into one model input.",
             "controller", choices=("single", "side_by_side", "grid", "wrist_top")),
     Setting("camera_qos", "str", "sensor_data", "QoS of the camera subscriptions.", "controller",
@@ -287,10 +326,18 @@ SETTINGS: tuple[Setting, ...] = (
             "controller", runtime=True, minimum=0.0, maximum=10.0, unit="s"),
     Setting("max_observation_age", "float", 0.5, "Frames older than this on the node clock are never used.",
             "controller", runtime=True, minimum=0.001, maximum=3600.0, unit="s"),
+    Setting("max_clock_skew", "float", 1.0,
+            "Frames and robot states stamped more than this ahead of the node clock are rejected (a camera with a "
+            "wrong clock must not become the newest frame).", "controller", runtime=True, minimum=0.0,
+            maximum=3600.0, unit="s"),
+    Setting("max_image_pixels", "int", 3840 * 2160,
+            "Camera frames larger than this (width x height) are rejected before they are decoded; accepted frames "
+            "are downscaled on arrival to what the resolution tier needs.", "controller", minimum=64 * 64,
+            maximum=16384 * 16384),
     Setting("max_depth_mm", "int", 10000, "16UC1/mono16 depth images: millimetres mapped to white.", "controller",
             runtime=True, minimum=1, maximum=65535),
     Setting("joint_states_topic", "str", "", "Optional sensor_msgs/JointState input of the robot state (empty: off).",
-            "controller"),
+            "controller", topic=True),
     Setting("replan_every", "int", 0, "Request the next chunk once this many actions of the current one are due.",
             "controller", minimum=1, maximum=128, zero="half a chunk"),
     Setting("control_rate", "float", 50.0, "Control loop and JointState streaming rate.", "controller",
@@ -308,7 +355,7 @@ SETTINGS: tuple[Setting, ...] = (
             "trajectory: a JointTrajectory per chunk; joint_state: also stream interpolated sensor_msgs/JointState "
             "commands at control_rate.", "controller", choices=("trajectory", "joint_state")),
     Setting("joint_command_topic", "str", "~/joint_command", "joint_state mode: where the JointState commands go.",
-            "controller"),
+            "controller", topic=True),
     Setting("trajectory_stamp", "str", "observation",
             "observation: header.stamp is the observation time and time_from_start counts from it; now: the stamp "
             "is the publish time and points already due are dropped.", "controller",
@@ -347,6 +394,15 @@ SETTINGS: tuple[Setting, ...] = (
             "server", minimum=0.01, maximum=1024.0, unit="MiB"),
     Setting("queue", "int", 4, "Requests that may wait for the model; one more is answered 'busy'.", "server",
             minimum=1, maximum=1024),
+    Setting("max_connections", "int", 64,
+            "Open connections at most; more are refused at the handshake (HTTP 503). Worst-case memory for "
+            "requests in transit is max_connections x max_message_mb.", "server", minimum=1, maximum=10000),
+    Setting("idle_timeout", "float", 120.0,
+            "Close a connection that sends no complete message for this long (also one stalled mid-message).",
+            "server", minimum=1.0, maximum=86400.0, unit="s"),
+    Setting("request_timeout", "float", 600.0,
+            "Longest a request may wait in the queue and run before it is answered with an error.", "server",
+            minimum=1.0, maximum=86400.0, unit="s"),
 )
 # fmt: on
 

@@ -20,16 +20,11 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from cosmos3_ros.control.diagnostics import Diagnosis
-from cosmos3_ros.core.images import (
-    DEFAULT_MAX_DEPTH_MM,
-    DEFAULT_MAX_PIXELS,
-    decode_compressed,
-    decode_raw,
-    encode_rgb8,
-)
+from cosmos3_ros.core.images import DecodeOptions, decode_compressed, decode_raw, encode_rgb8, fit_within
 from cosmos3_ros.core.trajectory import Trajectory
 
 _INT32_MAX = 2**31 - 1
+_DEFAULTS = DecodeOptions()
 
 
 def _buffer(data: Any) -> memoryview | bytes:
@@ -40,25 +35,29 @@ def _buffer(data: Any) -> memoryview | bytes:
         return bytes(data)
 
 
-def image_msg_to_rgb(msg: Image, *, max_depth_mm: int = DEFAULT_MAX_DEPTH_MM) -> np.ndarray:
-    """Decode a ``sensor_msgs/Image`` into HxWx3 uint8 RGB; raises ``ImageDecodeError``.
+def image_msg_to_rgb(msg: Image, options: DecodeOptions = _DEFAULTS) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` into HxWx3 uint8 RGB (downscaled to ``options.max_side``); raises
+    ``ImageDecodeError``.
 
-    For unpadded ``rgb8`` the result is a view of ``msg.data`` (no copy): copy it before writing to it.
+    For unpadded ``rgb8`` that needs no downscale the result is a view of ``msg.data`` (no copy): copy it before
+    writing to it.
     """
-    return decode_raw(
+    rgb = decode_raw(
         _buffer(msg.data),
         msg.encoding,
         msg.width,
         msg.height,
         msg.step,
         msg.is_bigendian,
-        max_depth_mm=max_depth_mm,
+        max_depth_mm=options.max_depth_mm,
+        max_pixels=options.max_pixels,
     )
+    return fit_within(rgb, options.max_side)
 
 
-def compressed_msg_to_rgb(msg: CompressedImage, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def compressed_msg_to_rgb(msg: CompressedImage, options: DecodeOptions = _DEFAULTS) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) into HxWx3 uint8 RGB; raises ``ImageDecodeError``."""
-    return decode_compressed(_buffer(msg.data), msg.format, max_pixels=max_pixels)
+    return decode_compressed(_buffer(msg.data), msg.format, max_pixels=options.max_pixels, max_side=options.max_side)
 
 
 def rgb_to_image_msg(image: np.ndarray, stamp: Time | float, frame_id: str) -> Image:

@@ -14,7 +14,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
-from cosmos3_ros.core.schema import NODE_SETTINGS, Setting
+from cosmos3_ros.core.schema import NODE_SCOPES, NODE_SETTINGS, Setting, settings_in
 
 
 def descriptor(spec: Setting) -> ParameterDescriptor:
@@ -56,3 +56,24 @@ def declare_all(node: Node) -> list[str]:
 def current_values(node: Node) -> dict[str, Any]:
     """The current value of every node setting (lists as Python lists, coerced by the schema)."""
     return {spec.name: spec.coerce(node.get_parameter(spec.name).value) for spec in NODE_SETTINGS}
+
+
+def usage_text() -> str:
+    """What ``policy_node --help`` prints."""
+    lines = [
+        "policy_node: the cosmos3_policy lifecycle node (NVIDIA Cosmos 3 as the robot's policy).",
+        "",
+        "usage: policy_node [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r __ns:=/NS]]",
+        "       ros2 run cosmos3_ros policy_node --ros-args ...   (in a ROS 2 install)",
+        "",
+        "Subscribes to camera_topics, publishes ~/joint_trajectory (and a JointState stream in joint_state mode),",
+        "~/predicted_image, ~/prediction_error and /diagnostics; services ~/enable; topic ~/instruction.",
+        "Check a parameter file offline: cosmos3-ros validate-params FILE",
+        "",
+        "parameters (name, default, run-time changeable):",
+    ]
+    for scope in NODE_SCOPES:
+        lines.append(f"  [{scope}]")
+        for s in settings_in(scope):
+            lines.append(f"    {s.name} ({'runtime' if s.runtime else 'read-only'}): {s.help_text()}")
+    return "\n".join(lines)

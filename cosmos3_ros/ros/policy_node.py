@@ -14,6 +14,7 @@ activates itself. Diagnostics are published in every state.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -22,11 +23,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -40,27 +42,32 @@ from rclpy.qos import (
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64, String
+from std_msgs.msg import String
 from std_srvs.srv import SetBool
-from trajectory_msgs.msg import JointTrajectory
 
 from cosmos3_ros.backends import make_backend
-from cosmos3_ros.control.config import apply_runtime_values, build_controller, check_values, loop_options
+from cosmos3_ros.control.config import (
+    apply_runtime_values,
+    build_controller,
+    check_values,
+    decode_options,
+    loop_options,
+)
+from cosmos3_ros.control.controller import CLOCK_JUMP_S
 from cosmos3_ros.control.diagnostics import diagnose
-from cosmos3_ros.control.events import ForecastFrames, LoopSink, Tee
+from cosmos3_ros.control.events import LoopSink, Tee
+from cosmos3_ros.control.frame_gate import FrameGate
 from cosmos3_ros.control.loop import PolicyLoop
 from cosmos3_ros.control.worker import InferenceWorker
 from cosmos3_ros.core.backend import WaitsUntilReady
-from cosmos3_ros.core.drift import DriftState
-from cosmos3_ros.core.forecast import ErrorSample
 from cosmos3_ros.core.images import ImageDecodeError
 from cosmos3_ros.core.params_file import check_overrides, read_params_file, ros_args_params
 from cosmos3_ros.core.schema import BY_NAME, NODE_SETTINGS, SettingsError
 from cosmos3_ros.core.stats import RateEstimator
-from cosmos3_ros.core.trajectory import Trajectory
 from cosmos3_ros.ros import convert
 from cosmos3_ros.ros.executor import DrainingExecutor
-from cosmos3_ros.ros.parameters import current_values, declare_all
+from cosmos3_ros.ros.node_sink import NodeSink
+from cosmos3_ros.ros.parameters import current_values, declare_all, usage_text
 
 NODE_NAME = "cosmos3_policy"
 #: How long shutdown waits for a running model call before leaving it behind.
@@ -71,59 +78,6 @@ _CAMERA_QOS = {
     "reliable": QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST),
     "system_default": qos_profile_system_default,
 }
-
-
-class NodeSink(LoopSink):
-    """The loop's events as ROS messages on the node's publishers; publishing stops for good at :meth:`close`."""
-
-    def __init__(self, node: PolicyNode, metric: str, joint_state_pub: Any = None) -> None:
-        self._log = node.get_logger()
-        self._warn = node.warn_throttled
-        self._traj = node.create_lifecycle_publisher(JointTrajectory, "~/joint_trajectory", 10)
-        self._pred = node.create_lifecycle_publisher(Image, "~/predicted_image", 64)  # a forecast is a burst
-        self._err = node.create_lifecycle_publisher(Float64, "~/prediction_error", 10)
-        self._destroy = node.destroy_lifecycle_publisher
-        self.metric = metric
-        self._open = True
-
-    def close(self) -> None:
-        """Publish nothing more and destroy the publishers."""
-        self._open = False
-        for pub in (self._traj, self._pred, self._err):
-            self._destroy(pub)
-
-    def _publish(self, pub: Any, msg: Any) -> None:
-        if self._open:
-            try:
-                pub.publish(msg)
-            except Exception as exc:  # a context shut down under us (Ctrl-C): nothing to publish to any more
-                if self._open:
-                    self._log.warning(f"publish failed: {exc}")
-
-    def trajectory(self, traj: Trajectory, now: float) -> None:
-        if not np.isfinite(traj.positions).all():  # the controller never hands these out; belt and braces
-            self._log.error("refusing to publish a non-finite trajectory")
-            return
-        self._publish(self._traj, convert.trajectory_to_msg(traj))
-        if traj.kind == "hold":
-            self._warn("hold", "holding: no fresh valid chunk; stopped commanding", 2.0)
-
-    def forecast(self, forecast: ForecastFrames) -> None:
-        for stamp, frame in zip(forecast.stamps, forecast.frames, strict=True):
-            self._publish(self._pred, convert.rgb_to_image_msg(frame, stamp, f"cosmos3_forecast/{forecast.chunk_id}"))
-
-    def prediction_errors(self, samples: Sequence[ErrorSample], drift: DriftState) -> None:
-        for sample in samples:
-            self._publish(self._err, Float64(data=float(sample.value(self.metric))))
-        if drift.tripped:
-            self._warn("drift", f"prediction error {drift.value:.3f} passed the drift threshold", 2.0)
-
-    def rejected(self, camera: str, stamp: float | None, reason: str, message: str) -> None:
-        self._warn(f"reject.{camera}", f"rejected input on {camera} ({reason}): {message}")
-
-    def chunk_done(self, record: Any) -> None:
-        if record.forecast == "skipped_budget":
-            self._warn("forecast", "forecast skipped: it would delay the next policy call", 10.0)
 
 
 class PolicyNode(LifecycleNode):
@@ -149,7 +103,10 @@ class PolicyNode(LifecycleNode):
         self._subs: list[Any] = []
         self._loop_timers: list[Any] = []
         self._active = False
-        self._max_depth_mm = int(self.get_parameter("max_depth_mm").value)
+        self._decode = decode_options(self.values())
+        self._gate: FrameGate | None = None
+        self._jump_handle: Any = None
+        self.faults: dict[str, str] = {}  # lasting failures outside the loop (recording): ERROR in diagnostics
         self._last_warn: dict[str, float] = {}
         self._lock = threading.RLock()
         self._closing = threading.Event()  # set at shutdown: interrupts a configure that waits for its backend
@@ -168,9 +125,9 @@ class PolicyNode(LifecycleNode):
         """Current values of all declared parameters."""
         return current_values(self)
 
-    def image_options(self) -> dict[str, int]:
+    def image_options(self) -> dict[str, Any]:
         """How camera images are decoded now (run-time parameters)."""
-        return {"max_depth_mm": self._max_depth_mm}
+        return dataclasses.asdict(self._decode)
 
     def warn_throttled(self, key: str, message: str, period: float = 5.0) -> None:
         """Log a warning at most once per ``period`` seconds per ``key``."""
@@ -207,7 +164,7 @@ class PolicyNode(LifecycleNode):
         if not names:  # rclpy's own parameters (qos_overrides.*, use_sim_time)
             return
         values = self.values()
-        self._max_depth_mm = int(values["max_depth_mm"])
+        self._decode = decode_options(values)
         with self._lock:
             if self.loop is not None:
                 apply_runtime_values(self.loop, values)
@@ -246,7 +203,10 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.FAILURE
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Check every parameter, load and warm up the backend, create subscriptions and publishers."""
+        """Check every parameter (before anything loads), load and warm up the backend, create inputs and outputs.
+
+        A failure at any point leaves the node unconfigured with the reason at ERROR in the log and diagnostics.
+        """
         values = self.values()
         try:
             for spec in NODE_SETTINGS:
@@ -255,10 +215,29 @@ class PolicyNode(LifecycleNode):
             controller = build_controller(values)
         except (SettingsError, ValueError) as exc:
             return self._fail(f"configure failed: bad configuration: {exc}")
-        self.backend_state = "loading"
-        backend = None
         try:
-            backend = make_backend(values)
+            backend = self._load_backend(values, controller.settings)
+        except Exception as exc:
+            return self._fail(f"configure failed: backend failed to load: {type(exc).__name__}: {exc}")
+        try:
+            self._build(values, controller, backend)
+        except Exception as exc:
+            self.teardown()
+            return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
+        self.backend_state, self.backend_error = "ready", ""
+        info = backend.info()
+        cfg, s = controller.config, controller.settings
+        self.get_logger().info(
+            f"configured: model {info.model} on {info.device} ({info.dtype}), cameras {list(cfg.cameras)}, "
+            f"domain {s.domain_name}, chunk {s.action_chunk_size} @ {s.fps:g} Hz, replan every {cfg.replan_every}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_backend(self, values: dict[str, Any], settings: Any) -> Any:
+        """The backend, ready (a starting sidecar waited for) and warm; closed again if any of that fails."""
+        self.backend_state = "loading"
+        backend = make_backend(values)
+        try:
             if isinstance(backend, WaitsUntilReady) and values["sidecar_wait"] > 0:
                 limit = values["sidecar_wait"]
 
@@ -269,44 +248,41 @@ class PolicyNode(LifecycleNode):
                 backend.wait_ready(limit, stop=self._closing, on_wait=waiting)
             if values["warmup"]:
                 self.backend_state = "warming_up"
-                self.warmup_s = backend.warmup(controller.settings)
+                self.warmup_s = backend.warmup(settings)
                 self.get_logger().info(f"backend warm-up took {self.warmup_s:.2f} s")
-        except Exception as exc:
-            if backend is not None:
-                backend.close()
-            return self._fail(f"configure failed: backend failed to load: {type(exc).__name__}: {exc}")
-        sinks: list[LoopSink] = []
-        try:
-            if values["record_path"]:
-                from cosmos3_ros.bags.recorder import BagRecorder
-                from cosmos3_ros.bags.sinks import RecorderSink
-
-                recorder = BagRecorder(values["record_path"], image_every_n=int(values["record_image_every"]))
-                self._recorder = recorder.start()
-                sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
-                self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
-        except Exception as exc:
+        except BaseException:
             backend.close()
-            return self._fail(f"configure failed: cannot record: {type(exc).__name__}: {exc}")
-        self._node_sink = NodeSink(self, values["drift_metric"])
+            raise
+        return backend
+
+    def _build(self, values: dict[str, Any], controller: Any, backend: Any) -> None:
+        """The loop, its sinks (recording), publishers, subscriptions and timers around a loaded backend."""
         with self._lock:
             self._backend = backend
+        sinks: list[LoopSink] = []
+        if values["record_path"]:
+            from cosmos3_ros.bags.recorder import BagRecorder
+            from cosmos3_ros.bags.sinks import RecorderSink
+
+            recorder = BagRecorder(values["record_path"], image_every_n=int(values["record_image_every"]))
+            self._recorder = recorder.start()
+            sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
+            self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
+        self._node_sink = NodeSink(self, values["drift_metric"])
+        with self._lock:
             self.loop = PolicyLoop(controller, backend, loop_options(values), Tee(self._node_sink, *sinks), self.now)
             self._worker = InferenceWorker()
-        self.backend_state, self.backend_error = "ready", ""
         if values["output_mode"] == "joint_state":
             self._cmd_pub = self.create_lifecycle_publisher(JointState, values["joint_command_topic"], 10)
+        self._gate = FrameGate(controller.settings.fps)
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(seconds=-CLOCK_JUMP_S), on_clock_change=True),
+            post_callback=self._on_clock_jump,
+        )
         self._create_inputs(values)
         self._loop_timers.append(
             self.create_timer(1.0 / values["control_rate"], self._on_control, MutuallyExclusiveCallbackGroup())
         )
-        info = backend.info()
-        cfg, s = controller.config, controller.settings
-        self.get_logger().info(
-            f"configured: model {info.model} on {info.device} ({info.dtype}), cameras {list(cfg.cameras)}, "
-            f"domain {s.domain_name}, chunk {s.action_chunk_size} @ {s.fps:g} Hz, replan every {cfg.replan_every}"
-        )
-        return TransitionCallbackReturn.SUCCESS
 
     def _create_inputs(self, values: dict[str, Any]) -> None:
         qos = _CAMERA_QOS[values["camera_qos"]]
@@ -374,6 +350,10 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             loop, worker, backend, sink = self.loop, self._worker, self._backend, self._node_sink
             self.loop, self._worker, self._backend, self._node_sink = None, None, None, None
+        if self._jump_handle is not None:
+            self._jump_handle.unregister()
+            self._jump_handle = None
+        self._gate = None
         for timer in self._loop_timers:
             self.destroy_timer(timer)
         for sub in self._subs:
@@ -401,25 +381,39 @@ class PolicyNode(LifecycleNode):
     # -- callbacks ------------------------------------------------------------------------------------------------
 
     def _on_image(self, topic: str, msg: Image | CompressedImage, compressed: bool) -> None:
-        loop = self.loop
-        if loop is None:
+        loop, gate = self.loop, self._gate
+        if loop is None or gate is None:
             return
         stamp = convert.stamp_to_sec(msg.header.stamp)
-        try:
-            if compressed:
-                rgb = convert.compressed_msg_to_rgb(msg)
-            else:
-                rgb = convert.image_msg_to_rgb(msg, max_depth_mm=self._max_depth_mm)
-        except ImageDecodeError as exc:
-            loop.reject(topic, stamp, exc.reason, str(exc))
-            return
         if stamp == 0.0:
             stamp = self.now()
             loop.controller.note("zero_stamp_frames")
+        if not gate.wanted(topic, stamp):  # a fast camera: a few frames per policy period are decoded, not all
+            loop.controller.note(f"decimated.{topic}")
+            return
+        try:
+            if compressed:
+                rgb = convert.compressed_msg_to_rgb(msg, self._decode)
+            else:
+                rgb = convert.image_msg_to_rgb(msg, self._decode)
+        except ImageDecodeError as exc:
+            loop.reject(topic, stamp, exc.reason, str(exc))
+            return
         if loop.on_frame(topic, stamp, rgb):
+            gate.accepted(topic, stamp)
             rate = self.rates.get(topic)
             if rate is not None:
                 rate.tick(stamp)
+
+    def _on_clock_jump(self, jump: Any) -> None:
+        """rclpy's clock jump callback: the clock went back (a looping bag, a simulator reset) or changed source."""
+        loop, gate = self.loop, self._gate
+        if loop is None:
+            return
+        if gate is not None:
+            gate.reset()
+        loop.on_clock_jump()
+        self.get_logger().warning("the clock jumped back: buffered frames dropped, one hold, resuming from new frames")
 
     def _on_joint_state(self, msg: JointState) -> None:
         loop = self.loop
@@ -497,35 +491,12 @@ def _autostart(node: PolicyNode) -> None:
         )
 
 
-def usage() -> str:
-    """What ``policy_node --help`` prints."""
-    from cosmos3_ros.core.schema import NODE_SCOPES, settings_in
-
-    lines = [
-        "policy_node: the cosmos3_policy lifecycle node (NVIDIA Cosmos 3 as the robot's policy).",
-        "",
-        "usage: policy_node [--ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r __ns:=/NS]]",
-        "       ros2 run cosmos3_ros policy_node --ros-args ...   (in a ROS 2 install)",
-        "",
-        "Subscribes to camera_topics, publishes ~/joint_trajectory (and a JointState stream in joint_state mode),",
-        "~/predicted_image, ~/prediction_error and /diagnostics; services ~/enable; topic ~/instruction.",
-        "Check a parameter file offline: cosmos3-ros validate-params FILE",
-        "",
-        "parameters (name, default, run-time changeable):",
-    ]
-    for scope in NODE_SCOPES:
-        lines.append(f"  [{scope}]")
-        for s in settings_in(scope):
-            lines.append(f"    {s.name} ({'runtime' if s.runtime else 'read-only'}): {s.help_text()}")
-    return "\n".join(lines)
-
-
 def main(args: list[str] | None = None) -> int:
     """``policy_node`` / ``ros2 run cosmos3_ros policy_node``. SIGINT and SIGTERM (however many) stop it cleanly."""
     argv = list(sys.argv if args is None else args)
     user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in user_args or "--help" in user_args:
-        print(usage())
+        print(usage_text())
         return 0
     reports = [read_params_file(f) for f in ros_args_params(argv)[0]]
     fatal = [f"{r.path}: {problem}" for r in reports for problem in r.fatal]
