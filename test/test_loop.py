@@ -309,3 +309,24 @@ def test_clock_jump_callback_drops_the_in_flight_result():
     r.loop.run_request(request)
     assert [t.kind for t in r.ev.of("trajectory")] == ["chunk", "hold"]
     assert r.loop.controller.counters.get("unexpected_results") == 1
+
+
+def test_the_first_forecast_is_judged_on_a_measured_latency():
+    """A forecast decodes video: it can take far longer than a policy call. Unprimed, the first forecast is judged on
+    the policy call's latency and delays the next chunk; primed after warm-up, it is skipped."""
+    outcomes = {}
+    for primed in (False, True):
+        fake = FakeBackend(latency_s=0.02)
+        fake.set_latency(0.4, mode="forward_dynamics")
+        r = make_loop(fake, forecast_every=1, replan_every=2)  # the next chunk is due 0.4 s after the observation
+        if primed:
+            r.loop.prime_on_first_request()
+        r.clock.t += 0.1
+        r.loop.on_frame("cam", r.clock.t, frame(r.clock.t))
+        request = r.loop.step(r.clock.t)
+        r.clock.t += 0.1  # 0.2 s left before the next chunk is due
+        outcomes[primed] = r.loop.run_request(request).forecast
+        if primed:
+            assert r.loop.forecast_latency.p95() >= 0.4  # measured on the first request's own frame
+            assert [c.image_shape for c in fake.calls[:2]] == [(48, 64, 3)] * 2
+    assert outcomes == {False: "ok", True: "skipped_budget"}

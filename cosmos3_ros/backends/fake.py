@@ -61,6 +61,7 @@ class FakeBackend:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._warming = False
+        self._mode_latency: dict[str, float] = {}
 
     # -- fault injection ------------------------------------------------------------------------------------------
 
@@ -73,9 +74,12 @@ class FakeBackend:
         with self._lock:
             self._faults.extend([(fault, exc, mode)] * count)
 
-    def set_latency(self, seconds: float) -> None:
-        """Latency of the following calls."""
-        self.latency_s = float(seconds)
+    def set_latency(self, seconds: float, mode: str | None = None) -> None:
+        """Latency of the following calls (of ``mode`` only, "policy" or "forward_dynamics", when given)."""
+        if mode is None:
+            self.latency_s = float(seconds)
+        else:
+            self._mode_latency[mode] = float(seconds)
 
     @property
     def policy_calls(self) -> list[FakeCall]:
@@ -161,7 +165,8 @@ class FakeBackend:
             fault = None
             if self._faults and not self._warming and self._faults[0][2] in (None, mode):
                 fault = self._faults.popleft()
-        if self.latency_s and self._closed.wait(self.latency_s):
+        latency = self._mode_latency.get(mode, self.latency_s)
+        if latency and self._closed.wait(latency):
             raise BackendError("fake backend closed during a call")
         if fault is None:
             return None

@@ -21,6 +21,11 @@ from pathlib import Path
 import numpy as np
 
 DEMO_PROMPT = "push the white block to the right"
+TINY_NOTE = (
+    "demo: the tiny checkpoint has random weights: its actions are noise (often nearly the same first action in every "
+    "chunk) and its forecasts look nothing like the camera, so the prediction error is high and the drift warning "
+    "is expected; with a real checkpoint both mean something"
+)
 
 HELP = "run the closed loop (synthetic camera -> policy node -> trajectory listener) and print a summary"
 
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="cosmos3-demo-")
         model = str(make_tiny_model(Path(tmp.name) / "tiny"))
         print(f"demo: wrote a tiny random-weights checkpoint to {model} (use --model for a real one)")
+        print(TINY_NOTE)
     num_steps = v["num_steps"] if hasattr(args, "num_steps") else (10 if tiny else 30)
     # On a laptop CPU a small frame keeps the forecast (a second model call with a 17-frame VAE decode) inside the
     # replan budget; with a real model on a GPU use the camera's real size.
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     received: list[tuple[float, JointTrajectory]] = []
     lock = threading.Lock()
     t_start = time.monotonic()
+    ros_start = io.get_clock().now().nanoseconds * 1e-9  # stamps are printed as seconds since the demo started
 
     done = threading.Event()
 
@@ -114,18 +121,19 @@ def run(args: argparse.Namespace) -> int:
             return
         with lock:
             received.append((time.monotonic(), msg))
-            n = len(received)
+            n = sum(not _is_hold(m) for _, m in received)  # chunks only: holds are counted apart
         if args.quiet:
             return
         if _is_hold(msg):
-            print(f"  [{time.monotonic() - t_start:6.2f} s] HOLD at last command")
+            print(f"  [{time.monotonic() - t_start:6.2f} s] HOLD at the last command (no fresh chunk in time)")
             return
         first = np.asarray(msg.points[0].positions)
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 - ros_start
         lat = node.loop.policy_latency.summary()["last"] if node.loop else float("nan")
         print(
             f"  [{time.monotonic() - t_start:6.2f} s] chunk {n}: {len(msg.points)}x{len(msg.joint_names)} "
-            f"obs t={stamp:.2f} latency {lat * 1e3:.0f} ms first=[{', '.join(f'{v:+.2f}' for v in first[:4])}, ...]"
+            f"observed at {stamp:.2f} s, latency {lat * 1e3:.0f} ms, "
+            f"first=[{', '.join(f'{v:+.2f}' for v in first[:4])}, ...]"
         )
 
     io.create_subscription(JointTrajectory, "/cosmos3_policy/joint_trajectory", on_traj, 10)
@@ -152,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         t_start = time.monotonic()
         time.sleep(args.duration)
         done.set()
-        code = _summary(node, received, args.duration)
+        code = _summary(node, received, args.duration, tiny)
     finally:
         done.set()
         cam_timer.cancel()
@@ -170,7 +178,7 @@ def _is_hold(msg) -> bool:
     return msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0 and len(msg.points) == 1
 
 
-def _summary(node, received, duration: float) -> int:
+def _summary(node, received, duration: float, tiny: bool) -> int:
     loop = node.loop
     counters = loop.controller.counters.snapshot() if loop else {}
     chunks = [m for _, m in received if not _is_hold(m)]
@@ -189,6 +197,8 @@ def _summary(node, received, duration: float) -> int:
     print(f"  errors/rejections    {errors or 'none'}")
     for line in _monitor_lines(loop.monitor_summary()):
         print(f"  {line}")
+    if tiny:
+        print(f"  note                 {TINY_NOTE.removeprefix('demo: ')}")
     nonfinite = sum(1 for m in chunks for p in m.points if not np.isfinite(p.positions).all())
     print(f"  non-finite values    {nonfinite}")
     sys.stdout.flush()

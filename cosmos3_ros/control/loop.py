@@ -15,7 +15,9 @@ while that chunk runs: either a forward_dynamics call with the actions that were
 (``forecast_source="forward_dynamics"``), or the video the policy call predicted jointly with the actions
 (``"policy_video"``: no extra model call, but the policy call pays the VAE decode). A forward_dynamics forecast is
 skipped (and counted) when its expected latency would push past the time the next chunk is due, so forecasting never
-delays control. Before any forecast has run, the estimate is the policy call's latency.
+delays control. :meth:`PolicyLoop.prime` measures one policy call and one forecast on the first observation, after the backend's
+warm-up, so the first forecast is judged on a measured latency too (a forecast decodes video: it can take much
+longer than a policy call).
 """
 
 from __future__ import annotations
@@ -86,6 +88,24 @@ class PolicyLoop:
         self.drift = DriftMonitor(options.drift_threshold, metric=options.drift_metric)
         self._published = 0
         self._jumps = 0
+        self._prime_pending = False
+
+    def prime(self, image: np.ndarray) -> None:
+        """Measure one policy call (and one forward_dynamics forecast, when those are on) on ``image`` after the
+        backend's warm-up, so the forecast budget starts from measured latencies, not from a guess."""
+        settings = self.controller.settings
+        t0 = time.perf_counter()
+        chunk = self.backend.policy(image, settings)
+        self.policy_latency.add(time.perf_counter() - t0)
+        if self.options.forecast_every and self.options.forecast_source == "forward_dynamics":
+            fsettings = settings.replace(num_steps=self.options.forecast_num_steps or settings.num_steps)
+            t0 = time.perf_counter()
+            self.backend.forward_dynamics(image, chunk.actions, fsettings)
+            self.forecast_latency.add(time.perf_counter() - t0)
+
+    def prime_on_first_request(self) -> None:
+        """Run :meth:`prime` on the first request's own image (the camera's real size) before its policy call."""
+        self._prime_pending = True
 
     def set_options(self, options: LoopOptions) -> None:
         """Replace the options (run-time parameter changes); the drift threshold applies to the next samples."""
@@ -169,6 +189,12 @@ class PolicyLoop:
     def run_request(self, request: InferenceRequest) -> ChunkRecord:
         """Run the policy for ``request``, publish the outcome, then forecast if allowed; returns the record."""
         settings = request.settings
+        if self._prime_pending:
+            self._prime_pending = False
+            try:
+                self.prime(request.image)
+            except Exception as exc:  # the request itself will fail the same way and hold; note why here
+                self.controller.note("prime_errors", f"measuring the first latencies failed: {exc}")
         forecast_due = self._forecast_due()
         want_video = forecast_due and self.options.forecast_source == "policy_video"
         t0 = time.perf_counter()

@@ -7,10 +7,12 @@ No ROS imports. Implements :class:`cosmos3_ros.core.backend.PolicyBackend`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,27 @@ def _resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """diffusers' and transformers' own progress bars and INFO chatter off while loading (``-v`` restores them)."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
+        dlog.enable_progress_bar()
+
+
 def _check_guardrail(guardrail: bool) -> None:
     if guardrail:
         from diffusers.utils import is_cosmos_guardrail_available
@@ -132,9 +155,10 @@ class Cosmos3PolicyRuntime:
         self.model = model
         self.path = resolve_checkpoint(model)
         t0 = time.perf_counter()
-        pipe = Cosmos3ActionPipeline.from_pretrained(
-            str(self.path), dtype=torch_dtype, enable_safety_checker=guardrail, local_files_only=True
-        )
+        with quiet_libraries():
+            pipe = Cosmos3ActionPipeline.from_pretrained(
+                str(self.path), dtype=torch_dtype, enable_safety_checker=guardrail, local_files_only=True
+            )
         self._setup(
             pipe.to(device),
             device=device,
@@ -153,7 +177,8 @@ class Cosmos3PolicyRuntime:
             },
         )
         self.load_s = time.perf_counter() - t0
-        log.info("loaded %s on %s/%s in %.2f s (%s)", self.path, device, dtype, self.load_s, self.fast_options)
+        log.info("loaded %s on %s (%s) in %.2f s", self.path, device, dtype, self.load_s)
+        log.debug("fast path options: %s", self.fast_options)
 
     @classmethod
     def from_pipeline(
@@ -267,7 +292,13 @@ class Cosmos3PolicyRuntime:
         chunk = self.policy(frame, short)
         self.forward_dynamics(frame, chunk.actions, short)
         self.cold_start_s = time.perf_counter() - t0
-        log.info("warm-up (compile, graph capture) took %.2f s", self.cold_start_s)
+        o = self.fast_options
+        extra = [what for what, on in (("compile", o.compile), ("CUDA graph capture", o.cuda_graphs)) if on]
+        log.info(
+            "warm-up (one policy and one forward_dynamics call%s) took %.2f s",
+            f", with {' and '.join(extra)}" if extra else "",
+            self.cold_start_s,
+        )
         return self.cold_start_s
 
     def policy(

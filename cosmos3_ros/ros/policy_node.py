@@ -269,8 +269,11 @@ class PolicyNode(LifecycleNode):
             sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
             self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
         self._node_sink = NodeSink(self, values["drift_metric"])
+        loop = PolicyLoop(controller, backend, loop_options(values), Tee(self._node_sink, *sinks), self.now)
+        if values["warmup"]:  # measured latencies, so even the first forecast never delays a policy call
+            loop.prime_on_first_request()
         with self._lock:
-            self.loop = PolicyLoop(controller, backend, loop_options(values), Tee(self._node_sink, *sinks), self.now)
+            self.loop = loop
             self._worker = InferenceWorker()
         if values["output_mode"] == "joint_state":
             self._cmd_pub = self.create_lifecycle_publisher(JointState, values["joint_command_topic"], 10)
