@@ -56,8 +56,10 @@ def test_bench_cpu_tiny_smoke(tmp_path, capsys):
     assert res["ours_cold_start_s"] > 0
     loop = res["loop"]
     assert loop["cycles"] == 1 and loop["chunks_per_s"] > 0 and isinstance(loop["replans_within_half_horizon"], bool)
-    assert set(res["bars"]) >= {"action_rel_error_le_2e_2", "policy_speedup_ge_2_2"}
+    assert res["bars"] == {} and "not evaluated on CPU" in res["bars_note"]  # GPU bars are not CPU verdicts
     md = mp.read_text()
+    assert "FAIL" not in md and "not evaluated on CPU" in md
+    assert " 0 TFLOP/s" not in md and "0.0 GiB" not in md  # what was not measured is not printed as zero
     assert "cosmos3-ros bench --device cpu --size tiny" in md
     assert "| ours_policy | 2 |" in md
     assert "wrote" in capsys.readouterr().out

@@ -26,7 +26,7 @@ def _fmt(x, unit="s", nd=3):
     if unit == "e":
         return f"{x:.2e}"
     if unit == "gib":
-        return f"{x:.1f} GiB"
+        return f"{x:.1f} GiB" if x else "-"  # not measured (no GPU)
     return f"{x:.{nd}f} s"
 
 
@@ -78,8 +78,16 @@ def to_markdown(res: dict[str, Any]) -> str:
         "",
         "| summary | value |",
         "| --- | --- |",
-        f"| bf16 GEMM rate ({res.get('gemm_n')}^3) | {res.get('gemm_tflops', 0):.0f} TFLOP/s |",
-        f"| FLOPs of one stock forward | {res.get('flops_per_forward_tflop') or 0:.1f} TFLOP |",
+        *(
+            [f"| bf16 GEMM rate ({res.get('gemm_n')}^3) | {res['gemm_tflops']:.0f} TFLOP/s |"]
+            if res.get("gemm_tflops")
+            else []
+        ),
+        *(
+            [f"| FLOPs of one stock forward | {res['flops_per_forward_tflop']:.1f} TFLOP |"]
+            if res.get("flops_per_forward_tflop")
+            else []
+        ),
         f"| compute floor, {res['settings']['steps'][0]} steps (stock FLOPs / GEMM rate) | "
         f"{_fmt(res.get('floor_s'))} |",
         f"| floor with the text stream computed once | {_fmt(res.get('floor_text_cached_s'))} |",
@@ -118,6 +126,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     bars = res.get("bars") or {}
     if bars:
         lines += ["", "Bars: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in bars.items())]
+    if res.get("bars_note"):
+        lines += ["", f"Bars: {res['bars_note']}."]
     micro = res.get("micro")
     if micro:
         lines += [
