@@ -79,12 +79,12 @@ def to_markdown(res: dict[str, Any]) -> str:
         "| summary | value |",
         "| --- | --- |",
         *(
-            [f"| bf16 GEMM rate ({res.get('gemm_n')}^3) | {res['gemm_tflops']:.0f} TFLOP/s |"]
+            [f"| {res.get('dtype')} GEMM rate ({res.get('gemm_n')}^3) | {res['gemm_tflops']:.3g} TFLOP/s |"]
             if res.get("gemm_tflops")
             else []
         ),
         *(
-            [f"| FLOPs of one stock forward | {res['flops_per_forward_tflop']:.1f} TFLOP |"]
+            [f"| FLOPs of one stock forward | {res['flops_per_forward_tflop']:.3g} TFLOP |"]
             if res.get("flops_per_forward_tflop")
             else []
         ),
