@@ -35,6 +35,7 @@ ROS_WHEELS = [
     "ros-rclpy",
     "ros-rmw-fastrtps-cpp",
     "ros-sensor-msgs",
+    "ros-geometry-msgs",
     "ros-trajectory-msgs",
     "ros-std-msgs",
     "ros-std-srvs",

@@ -10,7 +10,8 @@ import importlib.util
 import logging
 import sys
 
-#: Subcommand name -> module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+#: Subcommand name -> module with ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``, or
+#: ``module:KEY`` naming an entry of that module's ``SUBCOMMANDS`` table (HELP, add_arguments, run).
 COMMANDS: dict[str, str] = {
     "demo": "cosmos3_ros.commands.demo",
     "make-tiny-model": "cosmos3_ros.commands.make_tiny_model",
@@ -18,9 +19,24 @@ COMMANDS: dict[str, str] = {
     "replay": "cosmos3_ros.commands.replay",
     "sidecar": "cosmos3_ros.commands.sidecar",
     "bench": "cosmos3_ros.commands.bench",
-    "params": "cosmos3_ros.commands.params",
+    "settings": "cosmos3_ros.commands.settings",
     "validate-params": "cosmos3_ros.commands.validate_params",
+    "bag": "cosmos3_ros.commands.bag",
+    "topic": "cosmos3_ros.commands.ros_tools:topic",
+    "lifecycle": "cosmos3_ros.commands.ros_tools:lifecycle",
+    "param": "cosmos3_ros.commands.ros_tools:param",
 }
+
+
+def _command(spec: str) -> tuple[str, object, object] | None:
+    """(help, add_arguments, run) of a COMMANDS entry; None when its module is not installed."""
+    module_name, _, key = spec.partition(":")
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    module = importlib.import_module(module_name)
+    if key:
+        return module.SUBCOMMANDS[key]
+    return module.HELP, module.add_arguments, module.run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosmos3-ros", description="NVIDIA Cosmos 3 as a ROS 2 robot policy.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        if importlib.util.find_spec(module_name) is None:
+    for name, spec in COMMANDS.items():
+        command = _command(spec)
+        if command is None:
             continue
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(run_command=module.run)
+        help_text, add_arguments, run = command
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run_command=run)
     return parser
 
 

@@ -7,6 +7,8 @@
 - :class:`SidecarProcess`: a server in its own process, either ``cosmos3-ros sidecar`` on a real checkpoint (the
   slow end-to-end tier) or a small FakeBackend server script (fast; for outages by SIGKILL).
 - :func:`raw_connect` / :func:`ask`: a plain websocket client for hand-made traffic.
+- :func:`raw_handshake` / :func:`read_frames`: a websocket spoken by hand over a TCP socket (for clients that stall
+  mid-message, or junk that never finishes anything).
 - :class:`OpenpiStyleServer`: a foreign openpi-protocol server (NVIDIA's DROID server as documented) that records
   every observation it receives.
 """
@@ -14,7 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -80,7 +84,8 @@ class ServerThread:
     """A :class:`SidecarServer` on loopback, served from its own thread and event loop.
 
     ``backend`` defaults to a fresh :class:`FakeBackend`; other keyword arguments go to the server (``token``,
-    ``queue_size``, ``max_message_bytes``, ``warmup``). ``port`` 0 picks a free port (``.port`` once started).
+    ``queue_size``, ``max_message_bytes``, ``max_connections``, ``idle_timeout``, ``request_timeout``,
+    ``stop_timeout``, ``warmup``). ``port`` 0 picks a free port (``.port`` once started).
     """
 
     def __init__(
@@ -246,6 +251,58 @@ def ask(ws: ClientConnection, payload: bytes | str, timeout: float = 10.0) -> di
     out = proto.unpackb(reply)
     assert isinstance(out, dict)
     return out
+
+
+def raw_handshake(
+    port: int, headers: dict[str, str] | None = None, path: str = "/"
+) -> tuple[socket.socket, int, bytes]:
+    """A TCP connection that sent a websocket upgrade request: ``(socket, HTTP status, bytes after the head)``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, int(head.split()[1]) if head else 0, rest
+
+
+def frame_header(length: int, opcode: int = 0x2, mask: bytes = b"\x00\x00\x00\x00") -> bytes:
+    """The header of one final, masked client frame of ``length`` payload bytes (zero mask: payload as is)."""
+    return bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big") + mask
+
+
+def read_frames(sock: socket.socket, data: bytes = b"", timeout: float = 10.0) -> tuple[list[tuple[int, bytes]], float]:
+    """Read server frames until the server closes the TCP connection: ``([(opcode, payload)], seconds to EOF)``."""
+    t0 = time.monotonic()
+    sock.settimeout(timeout)
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    frames = []
+    while len(data) >= 2:
+        opcode, n, at = data[0] & 0x0F, data[1] & 0x7F, 2
+        if n == 126:
+            n, at = int.from_bytes(data[2:4], "big"), 4
+        elif n == 127:
+            n, at = int.from_bytes(data[2:10], "big"), 10
+        frames.append((opcode, data[at : at + n]))
+        data = data[at + n :]
+    return frames, time.monotonic() - t0
 
 
 # -- a foreign openpi-protocol server ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,53 @@ def test_missing_topic_lists_what_exists(tmp_path: Path, storage: str, rgb: np.n
         src.require_topics(["/cam"])
     with pytest.raises(BagError, match="closed"):
         list(src.messages())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What the recorder puts on disk: flushed while recording, CRC-checked (optionally compressed) MCAP chunks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_flushed_while_recording(tmp_path: Path, storage: str) -> None:
+    """Messages are durable within flush_every_s, without close(): a killed recorder would keep them."""
+    from cosmos3_ros.bags import mcap_scan
+
+    rec = BagRecorder(tmp_path / "bag", storage=storage, flush_every_s=0.1).start()
+    for i in range(20):
+        rec.write_float("/x", 1 + i * 0.01, float(i))
+    deadline = time.monotonic() + 5
+    while rec.stats()["flushes"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rec.stats()["flushes"] >= 1
+    if storage == "mcap":
+        scan = mcap_scan.scan(tmp_path / "bag" / "bag.mcap")
+        assert scan.message_count == 20 and not scan.has_footer and scan.chunks_without_crc == 0
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{tmp_path / 'bag' / 'bag.db3'}?mode=ro", uri=True)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (20,)
+        conn.close()
+    assert rec.close()
+    with open_bag(tmp_path / "bag") as src:
+        assert [m.msg.data for m in src.messages()] == [float(i) for i in range(20)]
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+def test_mcap_chunks_carry_crcs_and_compress(tmp_path: Path, compression: str, frame: np.ndarray) -> None:
+    from cosmos3_ros.bags import mcap_scan
+
+    with BagRecorder(tmp_path / "bag", compression=compression, chunk_bytes=64 * 1024) as rec:
+        for i in range(12):
+            rec.write_image("/cam", 1 + i * 0.1, frame)
+            rec.write_float("/x", 1 + i * 0.1, float(i))
+    scan = mcap_scan.scan(tmp_path / "bag" / "bag.mcap")
+    assert scan.chunks >= 12 and scan.chunks_without_crc == 0 and scan.complete and scan.has_footer
+    assert scan.message_count == 24
+    with open_bag(tmp_path / "bag") as src:  # rosbags reads (and CRC-checks) them too
+        assert src.scan is None
+        cams = [m.msg.data.tobytes() == frame.tobytes() for m in src.messages(["/cam"])]
+    assert cams == [True] * 12
+    size = (tmp_path / "bag" / "bag.mcap").stat().st_size
+    assert (size < 12 * frame.nbytes) == (compression != "none")

@@ -122,8 +122,8 @@ def test_validate_params_reports_mistakes_with_suggestions(tmp_path):
     assert r.returncode == 1 and "10 action dimensions but 2 joint_names" in r.stdout
 
 
-def test_params_yaml_is_a_valid_complete_parameter_file(tmp_path):
-    r = _cli("params", "--yaml")
+def test_settings_yaml_is_a_valid_complete_parameter_file(tmp_path):
+    r = _cli("settings", "--yaml")
     assert r.returncode == 0
     path = tmp_path / "all.yaml"
     path.write_text(r.stdout)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosmos3_ros.core.compose import LAYOUTS, Tile, compose, plan, resize
+from cosmos3_ros.core.compose import DROID_SIZE, LAYOUTS, Tile, compose, plan, resize, resize_bilinear_truncating
 
 
 def solid(h: int, w: int, colour: tuple[int, int, int]) -> np.ndarray:
@@ -18,7 +18,54 @@ RED, GREEN, BLUE, WHITE = (200, 0, 0), (0, 200, 0), (0, 0, 200), (255, 255, 255)
 
 
 def test_layouts_are_listed():
-    assert LAYOUTS == ("single", "side_by_side", "grid", "wrist_top")
+    assert LAYOUTS == ("single", "side_by_side", "grid", "wrist_top", "droid")
+
+
+# ---------------------------------------------------------------- droid (NVIDIA's released DROID composition)
+
+
+def _torch_reference(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """What cosmos-framework's DROID server does: float interpolate (bilinear, half-pixel), astype(uint8)."""
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
+    y = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return y[0].permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def test_droid_native_sizes_compose_without_resizing_the_canvas():
+    wrist, ext1, ext2 = solid(360, 640, RED), solid(360, 640, GREEN), solid(360, 640, BLUE)
+    out = compose({"w": wrist, "a": ext1, "b": ext2}, ["w", "a", "b"], "droid")
+    assert out.shape == (*DROID_SIZE, 3)
+    assert (out[:360] == RED).all() and (out[360:, :320] == GREEN).all() and (out[360:, 320:] == BLUE).all()
+
+
+def test_droid_refuses_other_camera_counts(frame):
+    with pytest.raises(ValueError, match="exactly three cameras"):
+        compose({"a": frame, "b": frame}, ["a", "b"], "droid")
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [((360, 640), (180, 320)), ((480, 640), (540, 640)), ((720, 1280), (360, 640))]
+)
+def test_droid_resize_is_bit_exact_with_torch(src, dst):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (*src, 3), dtype=np.uint8)
+    ours, ref = resize_bilinear_truncating(image, *dst), _torch_reference(image, *dst)
+    diff = np.abs(ours.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding (FMA) near integers
+
+
+def test_droid_whole_composite_matches_the_reference_pipeline():
+    rng = np.random.default_rng(1)
+    frames = {k: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for k in ("w", "a", "b")}
+    out = compose(frames, ["w", "a", "b"], "droid")
+    canvas = np.zeros((720, 640, 3), np.uint8)
+    canvas[:480] = frames["w"]
+    canvas[480:, :320] = _torch_reference(frames["a"], 240, 320)
+    canvas[480:, 320:] = _torch_reference(frames["b"], 240, 320)
+    ref = _torch_reference(canvas, *DROID_SIZE)
+    assert out.shape == ref.shape
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
 
 
 # ---------------------------------------------------------------- single

@@ -39,11 +39,29 @@ def test_settings_change_the_actions(change):
 def test_frame_and_state_change_the_actions_and_the_chunk_starts_near_the_state():
     fake = FakeBackend()
     assert not np.allclose(fake.policy(IMG, S).actions, fake.policy(moving_scene_frame(5.0, 48, 64), S).actions)
+    with_state = S.replace(use_state=True)
     state = np.full(10, 0.8, np.float32)
-    a = fake.policy(IMG, S, state=state).actions
+    a = fake.policy(IMG, with_state, state=state).actions
     assert np.abs(a[0] - state).max() < np.abs(a[-1] - state).max()
+    assert not np.allclose(a, fake.policy(IMG, with_state, state=np.zeros(10, np.float32)).actions)
     with pytest.raises(ValueError, match="state"):
-        fake.policy(IMG, S, state=np.zeros(3))
+        fake.policy(IMG, with_state, state=np.zeros(3))
+    with pytest.raises(ValueError, match="use_state is set but no robot state"):
+        fake.policy(IMG, with_state)
+    # Without use_state the state is ignored, as the real runtime ignores it.
+    np.testing.assert_array_equal(fake.policy(IMG, S, state=state).actions, fake.policy(IMG, S).actions)
+
+
+def test_prefix_rows_come_back_unchanged_and_shape_the_rest():
+    fake = FakeBackend()
+    prefix = np.linspace(-0.5, 0.5, 30, dtype=np.float32).reshape(3, 10)
+    a = fake.policy(IMG, S, prefix=prefix).actions
+    np.testing.assert_array_equal(a[:3], prefix)
+    b = fake.policy(IMG, S, prefix=prefix + 0.1).actions
+    assert not np.allclose(a[3:], b[3:])
+    for bad in (np.zeros((8, 10)), np.zeros((2, 9)), np.full((2, 10), np.nan)):
+        with pytest.raises(ValueError, match="prefix"):
+            fake.policy(IMG, S, prefix=bad)
 
 
 def test_video_and_forward_dynamics_frames_move():

@@ -215,3 +215,23 @@ def test_fused_weights_follow_a_moved_model(tiny_model, small_frame):
     again = rt.policy(small_frame, S).actions
     assert ff._weights[0]["qkv"] is not old
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-4)
+
+
+def test_plans_follow_the_known_row_layout_and_offset(tiny_model, small_frame):
+    """A plan (and its CUDA graph) per action layout: which rows are known and where the action stream starts."""
+    rt = Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
+    ff = rt.pipe.fast_forward
+    ff.max_plans = 16
+    base = S.replace(domain_name="droid", raw_action_dim=8, num_steps=1)
+    row = np.zeros((1, 8), np.float32)
+    # 6 action rows, row 0 known, in both; the state row sits at frame 0 (offset 0), the prefix row at frame 1.
+    # Same caption (the duration rounds to 1 s in both) and the same 2 latent frames: only the offset differs.
+    rt.policy(small_frame, base.replace(action_chunk_size=5, use_state=True), state=row[0])
+    rt.policy(small_frame, base.replace(action_chunk_size=6), prefix=row)
+    assert ff.stats["plans"] == 2 and ff.stats["text_misses"] == 1
+    rt.policy(small_frame, base.replace(action_chunk_size=6, seed=3), prefix=row + 1)  # same layout, other values
+    assert ff.stats["plans"] == 2
+    rt.policy(small_frame, base.replace(action_chunk_size=6), prefix=np.zeros((2, 8), np.float32))
+    assert ff.stats["plans"] == 3
+    assert ff.plans()[-1].action_noisy_frame_indexes[0].tolist() == [2, 3, 4, 5]
+    assert ff.stats["stock_steps"] == 0

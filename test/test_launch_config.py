@@ -43,7 +43,7 @@ def test_every_preset_is_a_clean_parameter_file(path):
 def test_policy_yaml_is_the_schema_at_its_defaults():
     text = (ROOT / "config" / "policy.yaml").read_text()
     body = "\n".join(line for line in text.splitlines() if not line.startswith("#") or line.startswith("#  ")) + "\n"
-    assert body.split("/**:", 1)[1] == yaml_template().split("/**:", 1)[1], "regenerate: cosmos3-ros params --yaml"
+    assert body.split("/**:", 1)[1] == yaml_template().split("/**:", 1)[1], "regenerate: cosmos3-ros settings --yaml"
     keys = _keys(ROOT / "config" / "policy.yaml")
     assert set(keys) == {s.name for s in NODE_SETTINGS}
 
@@ -103,4 +103,4 @@ def test_readme_tables_are_the_schema():
     readme = (ROOT / "README.md").read_text()
     for scope in SCOPES:
         table = markdown_table([scope])
-        assert table in readme, f"README's {scope} table differs from the schema: cosmos3-ros params --markdown"
+        assert table in readme, f"README's {scope} table differs from the schema: cosmos3-ros settings --markdown"

@@ -235,7 +235,7 @@ def test_read_only_values_cannot_change_a_running_loop():
 
 
 def test_state_is_required_when_configured_and_goes_to_the_model_in_model_units():
-    r = make_loop(joint_states_topic="/joint_states", action_scale=[2.0] * 10, action_offset=[1.0] * 10)
+    r = make_loop(joint_states_topic="/joint_states", use_state=True, action_scale=[2.0] * 10, action_offset=[1.0] * 10)
     r.clock.t += 0.1
     r.loop.on_frame("cam", r.clock.t, frame(0))
     assert r.loop.step(r.clock.t) is None and r.loop.controller.counters.get("no_observation.no_state") == 1

@@ -81,3 +81,15 @@ def test_ros_args_are_parsed_like_rcl():
     assert files == ["a.yaml"] and overrides == {"num_steps": 4, "camera_topics": ["/a", "/b"]}
     warnings = check_overrides({"num_stpes": 4, "seed": -1, "use_sim_time": True})
     assert len(warnings) == 2 and "did you mean 'num_steps'" in warnings[0] and "seed=-1" in warnings[1]
+
+
+def test_bare_y_and_n_are_booleans_as_rcl_reads_them(tmp_path):
+    """rcl's parser reads a bare y/n as a bool (PyYAML does not): a joint named y must be quoted, and we say so."""
+    p = tmp_path / "p.yaml"
+    p.write_text('/**:\n  ros__parameters:\n    joint_names: [x, y, z]\n    prompt: "y"\n')
+    report = read_params_file(p)
+    assert report.problems == [
+        "joint_names must be a list of strings, got ['x', True, 'z'] "
+        "(rcl reads a bare y, n, yes, no, on, off, true or false as a boolean: quote it)"
+    ]
+    assert report.values["prompt"] == "y"  # quoted: a string

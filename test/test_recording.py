@@ -402,3 +402,54 @@ def test_recording_survives_shutdown(tmp_path: Path, storage: str, mode: str, si
     # the signal may land between an image and its trajectory
     assert len(trajs) in (math.ceil(len(cams) / 5), math.ceil(len(cams) / 5) - 1)
     assert [float(m.points[0].positions[0]) for m in trajs] == [5.0 * k for k in range(len(trajs))]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Write failures: on_error, the ERROR log, rejected writes (a real full disk in a subprocess: test_bag_recover.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_write_failure_in_process_never_raises_into_producers(tmp_path: Path, monkeypatch, caplog) -> None:
+    from cosmos3_ros.bags import storage as storage_mod
+
+    real_pwrite = os.pwrite
+    budget = {"bytes": 150_000}
+
+    def pwrite(fd: int, data, offset: int) -> int:  # a disk that fills up after 150 kB
+        if budget["bytes"] <= 0:
+            raise OSError(28, "No space left on device")
+        n = real_pwrite(fd, bytes(data[: budget["bytes"]]), offset)
+        budget["bytes"] -= n
+        return n
+
+    monkeypatch.setattr(storage_mod.os, "pwrite", pwrite)
+    seen: list[BaseException] = []
+
+    def on_error(exc: BaseException) -> None:
+        seen.append(exc)
+        raise RuntimeError("a broken callback must not break the recorder")
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    with caplog.at_level("ERROR", logger="cosmos3_ros.bags.recorder"):
+        rec = BagRecorder(tmp_path / "bag", on_error=on_error, chunk_bytes=16 * 1024).start()
+        for i in range(200):
+            img[:] = i
+            rec.write_image("/cam", 10 + i * 0.01, img)
+        assert rec.close(timeout=30)
+        for i in range(3):
+            assert not rec.write_float("/late", 20 + i, 1.0)  # rejected, never raises
+    monkeypatch.setattr(storage_mod.os, "pwrite", real_pwrite)
+    assert len(seen) == 1 and isinstance(seen[0], OSError) and rec.error is seen[0]
+    st = rec.stats()
+    assert st["accepted"] == st["written"] + st["lost"] and st["rejected"] >= 3 and st["error"]
+    records = [r.getMessage() for r in caplog.records if r.name == "cosmos3_ros.bags.recorder"]
+    failures = [m for m in records if "failed while" in m]
+    assert len(failures) == 1 and "No space left on device (ENOSPC)" in failures[0] and str(tmp_path) in failures[0]
+    assert any("on_error callback" in m for m in records)
+    from cosmos3_ros.bags.reader import open_bag
+
+    assert not (tmp_path / "bag" / "metadata.yaml").exists()  # the disk stayed full: no index, no metadata
+    with open_bag(tmp_path / "bag") as src:  # read tolerantly (a sequential scan)
+        assert src.scan is not None and src.scan.cut_bytes == 0  # truncated back to its last complete chunk
+        cams = [int(m.msg.data[0]) for m in src.messages()]
+    assert cams == list(range(st["written"])) and 0 < st["written"] < 200

@@ -6,8 +6,10 @@ real pipeline end to end (slow)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +149,126 @@ def test_replay_with_the_policy_video_as_forecast_source(tmp_path):
     assert len(topics["/cosmos3_policy/predicted_image"]) == 8 * summary["forecasts"]
     timing = [json.loads(m.msg.data) for m in topics["/cosmos3_policy/chunk_timing"]]
     assert sum(t["forecast"] == "ok" for t in timing) == summary["forecasts"]  # from the policy call's own video
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Broken input or output: one error line, exit 2, what was written stays readable
+# ---------------------------------------------------------------------------------------------------------------------
+
+FAKE_PARAMS = (
+    f"/**:\n  ros__parameters:\n    backend: fake\n    num_steps: 2\n    warmup: false\n    camera_topics: ['{CAM}']\n"
+)
+
+
+def read_only_dir(tmp_path: Path) -> Path:
+    """A directory nobody can create files in (as root, chmod does not stop writes: use /sys)."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "read_only"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro
+    for candidate in (Path("/sys"), Path("/proc")):
+        try:
+            tempfile.TemporaryFile(dir=candidate).close()
+        except OSError:
+            return candidate
+    pytest.skip("no read-only directory available")
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("cosmos3-ros replay: error:")]
+    assert len(errors) == 1 and r.stderr.rstrip().splitlines()[-1] == errors[0], r.stderr[-3000:]
+    return errors[0]
+
+
+def test_replay_cli_unwritable_output_fails_before_loading(tmp_path):
+    bag = _write_bag(tmp_path / "in", "mcap", seconds=0.3)
+    params = tmp_path / "p.yaml"
+    params.write_text(FAKE_PARAMS)
+    ro = read_only_dir(tmp_path)
+    line = one_error_line(_cli(str(bag), "--params-file", str(params), "--out", str(ro / "out"), "--no-progress"))
+    assert str(ro) in line and "not writable" in line
+    line = one_error_line(_cli(str(bag), "--params-file", str(params), "--out", str(bag), "--no-progress"))
+    assert "exists" in line
+    report = ro / "r.html"
+    line = one_error_line(
+        _cli(str(bag), "--params-file", str(params), "--out", str(tmp_path / "o"), "--report", str(report))
+    )
+    assert "report" in line and not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_replay_cli_full_disk_is_an_error_and_the_output_stays_readable(tmp_path):
+    bag = _write_bag(tmp_path / "in", "mcap")
+    params = tmp_path / "p.yaml"
+    params.write_text(FAKE_PARAMS)
+    out = tmp_path / "out"
+    child = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, resource.RLIM_INFINITY))\n"
+        "from cosmos3_ros.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            child,
+            "replay",
+            str(bag),
+            "--params-file",
+            str(params),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = one_error_line(r)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # the recorder's own log lines are not repeated
+    assert f"writing the output bag {out} failed: File too large (EFBIG)" in line
+    assert r.stdout == ""  # no summary: the run failed
+    with open_bag(out) as src:  # readable, with what was written before the failure
+        n = src.message_count()
+        assert 0 < n == len(list(src.messages()))
+    assert f"keeps the first {n} messages" in line
+
+
+def test_replay_cli_bit_flipped_input_names_the_corrupt_chunk(tmp_path):
+    from cosmos3_ros.bags import mcap_scan
+
+    bag = _write_bag(tmp_path / "in", "mcap")
+    mcap = next(bag.glob("*.mcap"))
+    scan = mcap_scan.scan(mcap)
+    bad = scan.blocks[len(scan.blocks) // 2]
+    data = bytearray(mcap.read_bytes())
+    data[bad.offset + bad.length // 2] ^= 0x01  # one bit in the middle of a chunk's image data
+    mcap.write_bytes(bytes(data))
+    params = tmp_path / "p.yaml"
+    params.write_text(FAKE_PARAMS)
+    out = tmp_path / "out"
+    line = one_error_line(_cli(str(bag), "--params-file", str(params), "--out", str(out), "--no-progress"))
+    assert f"chunk {bad.number} at byte {bad.offset} is corrupt: CRC mismatch" in line
+    with open_bag(out, allow_empty=True) as src:  # the output was closed properly
+        assert src.note is None
+        assert src.message_count([CAM]) < 30  # replay stopped at the damaged chunk
+
+
+def test_replay_of_a_cut_recording(tmp_path, caplog):
+    """A recording that was killed replays (what it holds), with a warning saying what was lost."""
+    bag = _write_bag(tmp_path / "in", "mcap")
+    mcap = next(bag.glob("*.mcap"))
+    data = mcap.read_bytes()
+    (bag / "metadata.yaml").unlink()
+    mcap.write_bytes(data[: len(data) * 2 // 3])
+    with open_bag(bag) as src:
+        frames = src.message_count([CAM])
+    assert 0 < frames < 30
+    with caplog.at_level("WARNING", logger="cosmos3_ros.bags.reader"):
+        summary = replay(bag, _params(), tmp_path / "out", progress=False)
+    assert summary["frames"] == frames and len(_read(tmp_path / "out")[CAM]) == frames
+    assert any("cut record" in r.getMessage() for r in caplog.records)

@@ -37,7 +37,7 @@ from sidecar_util import (
     raw_connect,
     wait_until,
 )
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from cosmos3_ros.backends.fake import FakeBackend
@@ -45,7 +45,7 @@ from cosmos3_ros.core.backend import BackendError, PolicyBackend
 from cosmos3_ros.core.results import NonFiniteOutputError
 from cosmos3_ros.core.schema import BY_NAME
 from cosmos3_ros.sidecar import protocol as proto
-from cosmos3_ros.sidecar.client import SidecarBackend, SidecarBusyError
+from cosmos3_ros.sidecar.client import SidecarBackend, SidecarBusyError, SidecarRefusedError
 
 SERVER_LOG = "cosmos3_ros.sidecar.server"
 
@@ -153,7 +153,7 @@ def test_stop_answers_the_running_call_fails_queued_ones_and_closes_with_1001(fr
             ws.close()
         srv.stop()
     assert len(srv.backend.policy_calls) == 1  # the queued request never reached the model
-    assert "stopped after 1 request(s), 2 error(s)" in caplog.messages
+    assert "stopped after 1 request(s), 2 error(s), 0 dropped for a gone client" in caplog.messages
 
 
 # -- SidecarBackend <-> server round trips ----------------------------------------------------------------------
@@ -213,16 +213,19 @@ def test_sidecar_backend_round_trip_equals_direct_backend_calls(server, frame):
 def test_state_round_trip_through_our_server(server, frame):
     direct = FakeBackend()
     state = np.linspace(-0.6, 0.6, 10, dtype=np.float32)
+    su = S.replace(use_state=True)
     with SidecarBackend(server.url) as backend:
-        with_state = backend.policy(frame, S, state=state).actions
-        np.testing.assert_array_equal(with_state, direct.policy(frame, S, state=state).actions)
+        with_state = backend.policy(frame, su, state=state).actions
+        np.testing.assert_array_equal(with_state, direct.policy(frame, su, state=state).actions)
         np.testing.assert_array_equal(server.backend.policy_calls[-1].state, state)
-        # the actions depend on the state: none, or another one, give other actions
-        without = backend.policy(frame, S).actions
+        # the actions depend on the state: another one gives other actions; without use_state it is not used
+        assert not np.array_equal(with_state, backend.policy(frame, su, state=-state).actions)
+        without = backend.policy(frame, S, state=state).actions
         assert server.backend.policy_calls[-1].state is None
         assert not np.array_equal(with_state, without)
-        assert not np.array_equal(with_state, backend.policy(frame, S, state=-state).actions)
         assert np.abs(with_state[0] - state).max() < 0.13  # the fake chunk starts at the state
+        with pytest.raises(ValueError, match="use_state is set but no robot state"):
+            backend.policy(frame, su)
         # the width follows the domain
         pusht = S.replace(domain_name="pusht")
         np.testing.assert_array_equal(
@@ -488,21 +491,28 @@ def test_full_queue_answers_busy_at_once_and_the_connection_survives():
 # -- security ---------------------------------------------------------------------------------------------------
 
 
-def _rejection(url: str, **kwargs) -> ConnectionClosed:
-    ws = connect(url, compression=None, open_timeout=10, **kwargs)
-    with ws, pytest.raises(ConnectionClosed) as info:
-        ws.recv(timeout=10)
+def _refusal(url: str, **kwargs) -> InvalidStatus:
+    """The HTTP refusal of a websocket handshake."""
+    with pytest.raises(InvalidStatus) as info:
+        connect(url, compression=None, open_timeout=10, **kwargs)
     return info.value
 
 
-def test_missing_or_wrong_token_is_rejected_with_1008_and_a_clear_reason(strict_server, caplog):
+def test_missing_or_wrong_token_is_refused_at_the_handshake_with_http_401(strict_server, caplog):
+    """Every token failure is an HTTP 401 with a one-line reason, before a websocket exists (no slot taken)."""
     caplog.set_level(logging.INFO, logger=SERVER_LOG)
-    exc = _rejection(strict_server.url)
-    assert exc.rcvd.code == 1008 and "no token" in exc.rcvd.reason and "Bearer" in exc.rcvd.reason
-    exc = _rejection(strict_server.url, additional_headers={"Authorization": "Bearer wrong"})
-    assert exc.rcvd.code == 1008 and exc.rcvd.reason == "unauthorized: wrong token"
-    exc = _rejection(strict_server.url + "/?token=wrong")
-    assert exc.rcvd.code == 1008 and exc.rcvd.reason == "unauthorized: wrong token"
+    exc = _refusal(strict_server.url)
+    body = exc.response.body.decode()
+    assert exc.response.status_code == 401 and "no token" in body and "Bearer" in body, body
+    assert exc.response.headers["WWW-Authenticate"].startswith("Bearer")
+    for kwargs, url in (
+        ({"additional_headers": {"Authorization": "Bearer wrong"}}, strict_server.url),
+        ({"additional_headers": {"Authorization": "Api-Key wrong"}}, strict_server.url),
+        ({}, strict_server.url + "/?token=wrong"),
+    ):
+        exc = _refusal(url, **kwargs)
+        assert (exc.response.status_code, exc.response.body) == (401, b"unauthorized: wrong token\n")
+    assert strict_server.server.gate.refused == {401: 4} and strict_server.server.connections == 0
     # the right token, three ways (openpi-client sends "Api-Key <key>")
     for kwargs, url in (
         ({"additional_headers": {"Authorization": f"Bearer {TOKEN}"}}, strict_server.url),
@@ -512,15 +522,16 @@ def test_missing_or_wrong_token_is_rejected_with_1008_and_a_clear_reason(strict_
         ws, meta = raw_connect(url, **kwargs)
         ws.close()
         assert meta["auth"] is True
-    with (
-        SidecarBackend(strict_server.url, token="wrong", connect_timeout_s=5) as b,
-        pytest.raises(BackendError) as info,
-    ):
-        b.info()
-    assert "1008" in str(info.value) and "wrong token" in str(info.value)
+    # what a robot sees: SidecarRefusedError (waiting will not help), naming the status and the reason, at once
+    with SidecarBackend(strict_server.url, token="wrong", connect_timeout_s=5) as b:
+        t0 = time.monotonic()
+        with pytest.raises(SidecarRefusedError) as info:
+            b.wait_ready(30)
+        assert time.monotonic() - t0 < 2
+    assert "HTTP 401: unauthorized: wrong token" in str(info.value)
     with SidecarBackend(strict_server.url, token=TOKEN) as b:
         assert b.policy(IMG, S).actions.shape == (16, 10)
-    assert any(m.endswith("rejected: unauthorized: wrong token") for m in caplog.messages)
+    assert any("refused with HTTP 401: unauthorized: wrong token" in m for m in caplog.messages), caplog.messages
     assert TOKEN not in caplog.text
     assert strict_server.healthz()[0] == 200  # /healthz needs no token
 

@@ -114,9 +114,11 @@ out = {"numpy": np.__version__}
 try:
     client = wcp.WebsocketClientPolicy(host="127.0.0.1", port=port, api_key=api_key)
 except Exception as exc:
-    close = getattr(exc, "rcvd", None)
+    close, response = getattr(exc, "rcvd", None), getattr(exc, "response", None)
     out["connect_error"] = {"type": type(exc).__name__, "code": getattr(close, "code", None),
-                            "reason": getattr(close, "reason", None)}
+                            "reason": getattr(close, "reason", None),
+                            "status": getattr(response, "status_code", None),
+                            "body": bytes(getattr(response, "body", b"") or b"").decode()}
     print(json.dumps(out)); sys.exit(0)
 meta = client.get_server_metadata()
 out["metadata"] = {k: meta[k] for k in ("protocol", "action_chunk_size", "action_dim", "domain")}
@@ -206,7 +208,8 @@ def test_real_openpi_client_with_api_key(openpi_python, strict_server, tmp_path)
     out = _run_openpi(openpi_python, strict_server.port, TOKEN, IMG, tmp_path)
     assert len(out["action"]) == 16
     out = _run_openpi(openpi_python, strict_server.port, "wrong", IMG, tmp_path)
-    assert out["connect_error"]["code"] == 1008 and "wrong token" in out["connect_error"]["reason"]
+    error = out["connect_error"]  # refused at the handshake: openpi-client raises InvalidStatus from its constructor
+    assert (error["type"], error["status"], error["body"]) == ("InvalidStatus", 401, "unauthorized: wrong token\n")
 
 
 # -- end to end: the real checkpoint in a real `cosmos3-ros sidecar` process (slow) -------------------------------

@@ -162,6 +162,9 @@ DOCUMENTED_SETTINGS_KEYS = (
     "view_point",
     "negative_prompt",
     "use_system_prompt",
+    "raw_action_dim",
+    "use_state",
+    "conditioning",
 )
 DOCUMENTED_BOUNDS = {
     "action_chunk_size": (1, 128),

@@ -46,6 +46,7 @@ class FakeCall:
     state: np.ndarray | None
     image_shape: tuple[int, ...]
     warmup: bool
+    prefix: np.ndarray | None = None
 
 
 class FakeBackend:
@@ -99,7 +100,8 @@ class FakeBackend:
         frame = np.full((48, 64, 3), 127, np.uint8)
         self._warming = True
         try:
-            chunk = self.policy(frame, settings)
+            state = np.zeros(settings.action_width, np.float32) if settings.use_state else None
+            chunk = self.policy(frame, settings, state=state)
             self.forward_dynamics(frame, chunk.actions, settings)
         finally:
             self._warming = False
@@ -113,18 +115,31 @@ class FakeBackend:
         observation_stamp: float | None = None,
         return_video: bool = False,
         state: np.ndarray | None = None,
+        prefix: np.ndarray | None = None,
     ) -> ActionChunk:
-        """Deterministic actions (and video) for the inputs; see the module docstring."""
+        """Deterministic actions (and video) for the inputs; see the module docstring. Like the real runtime, the
+        state is used only with ``settings.use_state`` (and required then), and ``prefix`` rows come back as given."""
         validate_image(image)
-        if state is not None:
+        width = settings.action_width
+        if settings.use_state:
+            if state is None:
+                raise ValueError("use_state is set but no robot state was given")
             state = np.asarray(state, dtype=np.float32)
-            if state.shape != (settings.action_width,) or not np.isfinite(state).all():
-                raise ValueError(f"state must be finite with shape ({settings.action_width},), got {state.shape}")
+            if state.shape != (width,) or not np.isfinite(state).all():
+                raise ValueError(f"state must be finite with shape ({width},), got {state.shape}")
+        else:
+            state = None
+        if prefix is not None:
+            prefix = np.asarray(prefix, dtype=np.float32)
+            if prefix.ndim != 2 or prefix.shape[1] != width or not 1 <= len(prefix) < settings.action_chunk_size:
+                raise ValueError(f"prefix must be [d, {width}] with 1 <= d < {settings.action_chunk_size}")
+            if not np.isfinite(prefix).all():
+                raise ValueError("prefix contains non-finite values")
         t0 = time.perf_counter()
-        fault = self._begin("policy", settings, observation_stamp, state, image.shape)
+        fault = self._begin("policy", settings, observation_stamp, state, image.shape, prefix)
         if fault == "nonfinite":
             raise NonFiniteOutputError("policy produced non-finite action values; chunk discarded")
-        actions = _actions(image, settings, state)
+        actions = _actions(image, settings, state, prefix)
         video = _video(image, settings.num_frames) if return_video else None
         total = time.perf_counter() - t0
         return ActionChunk(actions, settings, Timing(denoise_s=total, total_s=total), observation_stamp, video)
@@ -154,14 +169,20 @@ class FakeBackend:
     # -- internals ------------------------------------------------------------------------------------------------
 
     def _begin(
-        self, mode: str, settings: PolicySettings, stamp: float | None, state: Any, shape: tuple[int, ...]
+        self,
+        mode: str,
+        settings: PolicySettings,
+        stamp: float | None,
+        state: Any,
+        shape: tuple[int, ...],
+        prefix: Any = None,
     ) -> str | None:
         if self._closed.is_set():
             raise BackendError("fake backend is closed")
         if settings.action_width > self.action_dim:
             raise ValueError(f"domain {settings.domain_name!r} needs width {settings.action_width} > {self.action_dim}")
         with self._lock:
-            self.calls.append(FakeCall(mode, settings, stamp, state, tuple(shape), self._warming))
+            self.calls.append(FakeCall(mode, settings, stamp, state, tuple(shape), self._warming, prefix))
             fault = None
             if self._faults and not self._warming and self._faults[0][2] in (None, mode):
                 fault = self._faults.popleft()
@@ -176,27 +197,34 @@ class FakeBackend:
         return kind
 
 
-def _digest(image: np.ndarray, settings: PolicySettings, state: np.ndarray | None) -> int:
+def _digest(image: np.ndarray, settings: PolicySettings, *rows: np.ndarray | None) -> int:
     h = hashlib.blake2b(digest_size=8)
     h.update(np.ascontiguousarray(image[::8, ::8]).tobytes())
     h.update(repr(sorted(settings.to_dict().items())).encode())
-    if state is not None:
-        h.update(np.round(state.astype(np.float64), 6).tobytes())
+    for r in rows:
+        if r is not None:
+            h.update(np.round(r.astype(np.float64), 6).tobytes())
     return int.from_bytes(h.digest(), "little")
 
 
-def _actions(image: np.ndarray, settings: PolicySettings, state: np.ndarray | None) -> np.ndarray:
-    rng = np.random.default_rng(_digest(image, settings, state))
+def _actions(
+    image: np.ndarray, settings: PolicySettings, state: np.ndarray | None, prefix: np.ndarray | None = None
+) -> np.ndarray:
+    rng = np.random.default_rng(_digest(image, settings, state, prefix))
     n, width = settings.action_chunk_size, settings.action_width
     offset = rng.uniform(-0.5, 0.5, width)
     amplitude = rng.uniform(0.05, 0.4, width)
     phase = rng.uniform(0, 2 * np.pi, width)
     t = (np.arange(n)[:, None] + 1) / settings.fps
     wave = offset + amplitude * np.sin(2 * np.pi * 0.5 * t + phase)
-    if state is not None:  # start at the state, reach the wave by the end of the chunk
+    start = prefix[-1] if prefix is not None else state
+    if start is not None:  # start where the known rows end (or at the state), reach the wave by the end
         w = np.linspace(1.0 / n, 1.0, n)[:, None]
-        wave = (1 - w) * np.clip(state, -1, 1) + w * wave
-    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+        wave = (1 - w) * np.clip(start, -1, 1) + w * wave
+    out = np.clip(wave, -1.0, 1.0).astype(np.float32)
+    if prefix is not None:
+        out[: len(prefix)] = prefix
+    return out
 
 
 def _video(image: np.ndarray, num_frames: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,18 @@ def replay(
 
     from cosmos3_ros.backends import make_backend
     from cosmos3_ros.bags.reader import BagError, frame_from_msg, open_bag
-    from cosmos3_ros.bags.recorder import BagRecorder
+    from cosmos3_ros.bags.recorder import BagRecorder, RecorderError
     from cosmos3_ros.bags.sinks import RecorderSink, ReportCollector
+    from cosmos3_ros.bags.storage import check_output_path
     from cosmos3_ros.control.config import build_controller, loop_options, values_from_overrides
     from cosmos3_ros.control.events import Tee
     from cosmos3_ros.control.loop import PolicyLoop
     from cosmos3_ros.core.images import ImageDecodeError
 
+    # Broken output fails here, before anything is loaded (a read-only or missing directory, an existing bag).
+    check_output_path(out_bag)
+    if report:
+        check_output_path(report, "report", must_not_exist=False)
     values = values_from_overrides(values_overrides)
     controller = build_controller(values)
     cameras = list(controller.config.cameras)
@@ -101,12 +107,19 @@ def replay(
         backend = make_backend(values)
         warmup_s = backend.warmup(controller.settings) if values["warmup"] else 0.0
         load_s = time.perf_counter() - t_load
-        recorder = BagRecorder(
-            out,
-            storage="mcap",
-            image_every_n=int(values["record_image_every"]),
-            custom_data={"cosmos3_ros.replay_of": str(in_bag)},
-        ).start()
+        quiet = _QuietRecorderLog(out)  # a failure of the output is replay's one error line (see run)
+        logging.getLogger("cosmos3_ros.bags.recorder").addFilter(quiet)
+        try:
+            recorder = BagRecorder(
+                out,
+                storage="mcap",
+                image_every_n=int(values["record_image_every"]),
+                custom_data={"cosmos3_ros.replay_of": str(in_bag)},
+            ).start()
+        except RecorderError as exc:
+            logging.getLogger("cosmos3_ros.bags.recorder").removeFilter(quiet)
+            backend.close()
+            raise ValueError(str(exc)) from exc
         collector = ReportCollector()
         clock = {"now": 0.0}
         options = dataclasses.replace(loop_options(values), enforce_budget=False)  # inference is instant in bag time
@@ -120,9 +133,11 @@ def replay(
         )
         rejected = 0
         t0 = time.perf_counter()
+        bar = tqdm(total=total, unit="frame", desc="replay", disable=not progress)
         try:
-            bar = tqdm(total=total, unit="frame", desc="replay", disable=not progress)
             for msg in source.messages(cameras):
+                if recorder.error is not None:  # the output broke (disk full...): stop, reported below
+                    break
                 bar.update(1)
                 try:
                     frame = frame_from_msg(msg.msgtype, msg.msg)
@@ -140,8 +155,11 @@ def replay(
             bar.close()
             loop.flush()
         finally:
+            bar.close()
             recorder.close()
+            logging.getLogger("cosmos3_ros.bags.recorder").removeFilter(quiet)
             backend.close()
+        _check_output_written(recorder, out)
         wall_s = time.perf_counter() - t0
     finally:
         source.close()
@@ -165,6 +183,30 @@ def replay(
         _write_report(report, loop, collector, controller, values, summary)
         summary["report"] = str(report)
     return summary
+
+
+class _QuietRecorderLog(logging.Filter):
+    """Drops the recorder's own log lines about a failure of ``out``: replay raises the error itself."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__()
+        self.out = str(out)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING or self.out not in record.getMessage()
+
+
+def _check_output_written(recorder: Any, out: Path) -> None:
+    """Raise ValueError when writing the output bag failed (the recorder keeps what it wrote readable)."""
+    if recorder.error is None:
+        return
+    from cosmos3_ros.bags.writer_thread import describe_error
+
+    st = recorder.stats()
+    raise ValueError(
+        f"writing the output bag {out} failed: {describe_error(recorder.error)}; it keeps the first {st['written']} "
+        f"messages ({st['lost'] + st['rejected']} were not written); see `cosmos3-ros bag info {out}`"
+    )
 
 
 def _write_report(path, loop, collector, controller, values, summary) -> None:
@@ -192,6 +234,11 @@ def _write_report(path, loop, collector, controller, values, summary) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay and print the summary."""
-    summary = replay(args.in_bag, _overrides(args), args.out, report=args.report, progress=not args.no_progress)
+    try:
+        summary = replay(args.in_bag, _overrides(args), args.out, report=args.report, progress=not args.no_progress)
+    except (FileNotFoundError, FileExistsError):
+        raise
+    except OSError as exc:  # e.g. the report or the output can not be written: one line, exit 2 (cli)
+        raise ValueError(f"{exc.filename or 'I/O'}: {exc.strerror or exc}") from exc
     print(json.dumps(summary, indent=2, default=float))
     return 0

@@ -5,8 +5,12 @@
 The process owns the GPU; robots (the ROS node's sidecar backend, or any ``openpi-client``) connect over
 websockets. The sampling settings are the defaults of every request (from ``--params-file``, the node's own
 parameter file, and the flags, which win); a request may override the ``request`` settings of the schema per call.
-Every argument is checked before the model loads. SIGINT and SIGTERM stop the server cleanly: queued requests get
-an ``unavailable`` error, the running model call finishes and is answered, connections close with 1001.
+Every argument is checked before the model loads (flags, the parameter file, the token or token file, the server's
+limits, that the host and port can be listened on): a mistake is one line on stderr and exit code 2, in well under a
+second. The server's limits (``max_connections``, ``idle_timeout``, ``request_timeout``, ``max_message_mb``,
+``queue``) are the schema's ``server`` settings; :mod:`cosmos3_ros.sidecar.server` says what each bounds. SIGINT and
+SIGTERM stop the server cleanly: queued requests get an ``unavailable`` error, the running model call finishes
+(within the server's stop timeout) and is answered, connections close with 1001. The token is never logged.
 """
 
 from __future__ import annotations
@@ -43,9 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_bindable(host: str, port: int) -> None:
-    """Raise ValueError (a clean CLI error) when ``host:port`` cannot be listened on."""
-    if port == 0:
-        return
+    """Raise ValueError (a clean CLI error) when ``host:port`` cannot be listened on (port 0: the host alone)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
@@ -73,8 +75,10 @@ def resolve(args: argparse.Namespace) -> tuple[dict, PolicySettings, str | None]
         from cosmos3_ros.core.params_file import read_params_file
 
         report = read_params_file(args.params_file)
-        if report.problems:
-            raise ValueError("; ".join(report.warnings()))
+        if report.fatal or report.problems:  # a missing or unreadable file, bad YAML, bad values
+            raise ValueError(" ".join("; ".join(report.warnings()).split()))  # one line
+        for warning in report.warnings():
+            log.warning("%s", warning)
         base = report.values
     values = flag_values(args, MODEL_NAMES + SERVER_NAMES, base)
     if not values["model"]:
@@ -86,31 +90,42 @@ def resolve(args: argparse.Namespace) -> tuple[dict, PolicySettings, str | None]
     return values, settings, token
 
 
+def server_options(values: dict, token: str | None) -> dict:
+    """The :class:`~cosmos3_ros.sidecar.server.SidecarServer` keyword arguments the resolved values describe."""
+    return {
+        "host": values["host"],
+        "port": values["port"],
+        "token": token,
+        "max_message_bytes": int(values["max_message_mb"] * 2**20),
+        "queue_size": values["queue"],
+        "max_connections": values["max_connections"],
+        "idle_timeout": values["idle_timeout"],
+        "request_timeout": values["request_timeout"],
+        "warmup": values["warmup"],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the arguments, load the model, warm up, serve until SIGINT/SIGTERM."""
     from cosmos3_ros.core.backend import BackendError
+    from cosmos3_ros.sidecar import redact
+    from cosmos3_ros.sidecar.server import SidecarServer, check_options
 
+    redact.install()  # before anything logs: no token in any log line, at any level
     if not getattr(args, "verbose", False):
         logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per request is ours
     values, defaults, token = resolve(args)
+    redact.install([token])
+    options = server_options(values, token)
+    check_options(**{k: v for k, v in options.items() if k not in ("host", "port", "warmup")})
     _check_bindable(values["host"], values["port"])  # fail before a long model load, not after
     from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
-    from cosmos3_ros.sidecar.server import SidecarServer
 
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM during the model load ends like Ctrl-C
     runtime = Cosmos3PolicyRuntime(
         values["model"], device=values["device"], dtype=values["dtype"], guardrail=values["guardrail"]
     )
-    server = SidecarServer(
-        runtime,
-        defaults,
-        host=values["host"],
-        port=values["port"],
-        token=token,
-        max_message_bytes=int(values["max_message_mb"] * 2**20),
-        queue_size=values["queue"],
-        warmup=values["warmup"],
-    )
+    server = SidecarServer(runtime, defaults, **options)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -9,9 +9,13 @@ is how a run-time parameter change reaches a running loop: the next control cycl
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from cosmos3_ros.control.controller import ControllerConfig, PolicyController
+import numpy as np
+
+from cosmos3_ros.control.controller import POSE_DIMS, ControllerConfig, PolicyController
 from cosmos3_ros.control.loop import LoopOptions, PolicyLoop
 from cosmos3_ros.core.images import DecodeOptions
 from cosmos3_ros.core.schema import SettingsError, resolve_values
@@ -30,16 +34,52 @@ __all__ = [
 ]
 
 
+def load_action_stats(path: str | Path, width: int) -> tuple[list[float], list[float]]:
+    """(scale, offset) that de-normalize actions with the statistics in ``path`` (cosmos-framework's JSON format:
+    ``mean``/``std``, or ``q01``/``q99``, or ``min``/``max`` per dimension, optionally under ``global``).
+
+    mean/std: ``a * std + mean``; quantiles and min/max map [-1, 1] onto [low, high]: ``a * (high - low) / 2 +
+    (high + low) / 2``. Raises ValueError naming what is wrong.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"action_stats {p}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("global"), dict):
+        data = data["global"]
+    if not isinstance(data, dict):
+        raise ValueError(f"action_stats {p}: expected a JSON object")
+    for low_key, high_key, kind in (("mean", "std", "meanstd"), ("q01", "q99", "range"), ("min", "max", "range")):
+        if low_key in data and high_key in data:
+            low, high = (np.asarray(data[k], dtype=np.float64).reshape(-1)[:width] for k in (low_key, high_key))
+            if low.shape != (width,) or high.shape != (width,) or not np.isfinite([*low, *high]).all():
+                raise ValueError(f"action_stats {p}: {low_key}/{high_key} need {width} finite values")
+            if kind == "meanstd":
+                return high.tolist(), low.tolist()
+            return ((high - low) / 2).tolist(), ((high + low) / 2).tolist()
+    raise ValueError(f"action_stats {p}: no mean/std, q01/q99 or min/max in {sorted(data)}")
+
+
+def _stats_path(values: dict[str, Any]) -> Path | None:
+    if values["action_stats"] != "auto":
+        return Path(values["action_stats"]).expanduser() if values["action_stats"] else None
+    candidate = Path(values["model"]).expanduser() / "action_stats.json" if values["model"] else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
 def controller_config(values: dict[str, Any], settings: PolicySettings | None = None) -> ControllerConfig:
     """The ControllerConfig the values describe (raises ValueError naming a bad value)."""
     settings = settings or PolicySettings.from_values(values)
     names = list(values["joint_names"]) or default_joint_names(settings.domain_name, settings.action_width)
+    scale, offset = values["action_scale"], values["action_offset"]
+    stats = _stats_path(values)
+    if stats is not None:
+        if scale or offset:
+            raise ValueError("action_stats replaces action_scale/action_offset: set one or the other")
+        scale, offset = load_action_stats(stats, settings.action_width)
     mapping = ActionMapping.build(
-        names,
-        scale=values["action_scale"],
-        offset=values["action_offset"],
-        lower=values["joint_limits.lower"],
-        upper=values["joint_limits.upper"],
+        names, scale=scale, offset=offset, lower=values["joint_limits.lower"], upper=values["joint_limits.upper"]
     )
     replan = int(values["replan_every"]) or max(1, settings.action_chunk_size // 2)
     return ControllerConfig(
@@ -52,6 +92,8 @@ def controller_config(values: dict[str, Any], settings: PolicySettings | None = 
         stamp_mode=values["trajectory_stamp"],
         use_state=bool(values["joint_states_topic"]),
         max_clock_skew=float(values["max_clock_skew"]),
+        action_space=values["action_space"],
+        state_joints=tuple(values["state_joint_names"]),
     )
 
 
@@ -84,6 +126,20 @@ def check_values(values: dict[str, Any]) -> None:
     """Every rule that involves more than one setting; raises ValueError naming the problem."""
     build_controller(values)
     loop_options(values)
+    if values["use_state"] and not values["joint_states_topic"]:
+        raise ValueError("use_state needs the robot state: set joint_states_topic (sensor_msgs/JointState)")
+    if values["action_space"] == "ee_pose" and values["use_state"]:
+        raise ValueError("use_state with action_space ee_pose: no released checkpoint takes a pose state row")
+    if values["action_space"] == "ee_pose":
+        width = PolicySettings.from_values(values).action_width
+        if width < POSE_DIMS:
+            raise ValueError(
+                f"action_space ee_pose needs at least {POSE_DIMS} action dimensions, the domain has {width}"
+            )
+        if not values["ee_pose_topic"]:
+            raise ValueError("action_space ee_pose needs the current end-effector pose: set ee_pose_topic")
+        if values["use_state"]:
+            raise ValueError("action_space ee_pose with use_state is not supported (no released checkpoint uses it)")
 
 
 def apply_runtime_values(loop: PolicyLoop, values: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ Safety rules:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejectedError, Observation, check_stamp
 from cosmos3_ros.core.compose import compose
+from cosmos3_ros.core.poses import relative_to_absolute
 from cosmos3_ros.core.results import ActionChunk
 from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.core.stats import Counters
@@ -39,6 +41,8 @@ from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times
 STAMP_MODES = ("observation", "now")
 #: A clock that goes back by more than this (seconds) is a jump: a looping bag, a simulator reset.
 CLOCK_JUMP_S = 0.5
+#: ee_pose action space: the first 9 action dimensions are a relative pose (xyz + 6-D rotation).
+POSE_DIMS = 9
 
 
 @dataclass(frozen=True)
@@ -55,12 +59,23 @@ class ControllerConfig:
     buffer_capacity: int = 8
     use_state: bool = False
     max_clock_skew: float = 1.0
+    action_space: str = "joint_pos"
+    state_joints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.cameras:
             raise ValueError("camera_topics must name at least one camera")
         if self.camera_layout == "single" and len(self.cameras) != 1:
             raise ValueError(f"camera_layout 'single' takes one camera, got {len(self.cameras)}")
+        if self.camera_layout == "droid" and len(self.cameras) != 3:
+            raise ValueError(
+                f"camera_layout 'droid' takes three cameras (wrist, exterior 1, exterior 2), got {len(self.cameras)}"
+            )
+        if self.state_joints and len(self.state_joints) != self.mapping.width:
+            raise ValueError(
+                f"state_joint_names has {len(self.state_joints)} names, the action has {self.mapping.width} "
+                "dimensions: one joint per dimension, in order"
+            )
         if not self.max_observation_age > 0:
             raise ValueError(f"max_observation_age must be > 0, got {self.max_observation_age}")
         if self.sync_tolerance < 0:
@@ -69,6 +84,11 @@ class ControllerConfig:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if self.stamp_mode not in STAMP_MODES:
             raise ValueError(f"trajectory_stamp {self.stamp_mode!r} unknown; expected one of {list(STAMP_MODES)}")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """JointState joints read as the robot state row (``state_joint_names``, else the output joint names)."""
+        return self.state_joints or self.mapping.joint_names
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,8 @@ class InferenceRequest:
     settings: PolicySettings
     observation: Observation = field(repr=False)
     state: np.ndarray | None = None
+    #: ee_pose action space: the end-effector pose the relative pose actions start from (position, xyzw, frame).
+    reference_pose: tuple[np.ndarray, np.ndarray, str] | None = None
 
 
 class PolicyController:
@@ -96,6 +118,7 @@ class PolicyController:
         self._settings = settings
         self.buffer = ClipBuffer(list(config.cameras), capacity=config.buffer_capacity)
         self._state: tuple[float, np.ndarray] | None = None
+        self._pose: tuple[float, np.ndarray, np.ndarray, str] | None = None
         self._last_now: float | None = None
         self.counters = Counters()
         self._lock = threading.RLock()
@@ -209,6 +232,26 @@ class PolicyController:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def add_pose(
+        self, stamp: float, position: np.ndarray, quaternion: np.ndarray, frame_id: str, now: float | None = None
+    ) -> str | None:
+        """Keep the newest end-effector pose (ee_pose action space); returns a rejection reason or None."""
+        try:
+            check_stamp(stamp, now, self.config.max_clock_skew)
+        except FrameRejectedError as exc:
+            self.note(f"rejected_poses.{exc.reason}", f"end-effector pose: {exc}")
+            return exc.reason
+        position, quaternion = np.asarray(position, float), np.asarray(quaternion, float)
+        if position.shape != (3,) or quaternion.shape != (4,) or not np.isfinite([*position, *quaternion]).all():
+            self.note("rejected_poses.malformed", "end-effector pose is not a finite position and quaternion")
+            return "malformed"
+        if not 0.5 < np.linalg.norm(quaternion) < 2.0:
+            self.note("rejected_poses.quaternion", f"end-effector quaternion {quaternion.tolist()} is not unit")
+            return "quaternion"
+        with self._lock:
+            self._pose = (float(stamp), position.copy(), quaternion.copy(), frame_id)
+        return None
+
     def reset_time(self, now: float, reason: str = "clock_jump") -> list[Trajectory]:
         """The clock jumped back: drop every frame and state, forget the chunk and the in-flight request (its result
         will be discarded), hold once if commanding; fresh frames start the loop again."""
@@ -216,6 +259,7 @@ class PolicyController:
             out = self._hold(now, reason)
             self.buffer.clear()
             self._state = None
+            self._pose = None
             self._current = None
             self._in_flight = None
             self._last_request_stamp = float("-inf")
@@ -341,6 +385,12 @@ class PolicyController:
                 self.counters.inc("no_observation.stale_state")
                 return None
             state = self.config.mapping.to_model(positions)
+        pose = None
+        if self.config.action_space == "ee_pose":
+            if self._pose is None or now - self._pose[0] > self.config.max_observation_age:
+                self.counters.inc("no_observation.no_pose" if self._pose is None else "no_observation.stale_pose")
+                return None
+            pose = self._pose[1:]
         images = {cam: f.image for cam, f in obs.frames.items()}
         try:
             image = compose(images, list(self.config.cameras), self.config.camera_layout)
@@ -348,7 +398,7 @@ class PolicyController:
             self.counters.inc("no_observation.compose_failed")
             self.last_error = f"compose failed: {exc}"
             return None
-        req = InferenceRequest(self._next_id, image, obs.stamp, self._settings, obs, state)
+        req = InferenceRequest(self._next_id, image, obs.stamp, self._settings, obs, state, pose)
         self._next_id += 1
         self._last_request_stamp = obs.stamp
         self._in_flight = req
@@ -364,7 +414,12 @@ class PolicyController:
             raise ValueError("actions contain non-finite values")
         positions = self.config.mapping.apply(actions)
         times = chunk_times(len(positions), request.settings.fps)
-        return Trajectory(self.config.mapping.joint_names, positions, times, request.stamp, request.request_id)
+        poses, frame = None, ""
+        if request.reference_pose is not None:
+            position, quaternion, frame = request.reference_pose
+            poses = relative_to_absolute(positions[:, :POSE_DIMS], position, quaternion)
+        names = self.config.mapping.joint_names
+        return Trajectory(names, positions, times, request.stamp, request.request_id, "chunk", poses, frame)
 
     def _hold(self, now: float, reason: str) -> list[Trajectory]:
         if not self._commanding or self._current is None:
@@ -376,7 +431,11 @@ class PolicyController:
         self._commanding = False
         self.counters.inc("holds")
         self.counters.inc(f"holds.{reason}")
-        return [Trajectory(cur.joint_names, last[None, :].copy(), np.array([1e-3]), None, cur.chunk_id, kind="hold")]
+        pose = None
+        if cur.poses is not None:  # the pose of the last point due: where the arm was sent
+            pose = cur.poses[max(0, cur.points_due(now) - 1)][None, :].copy()
+        hold = Trajectory(cur.joint_names, last[None, :].copy(), np.array([1e-3]), None, cur.chunk_id, "hold", pose)
+        return [dataclasses.replace(hold, frame_id=cur.frame_id)]
 
 
 def _check(config: ControllerConfig, settings: PolicySettings) -> None:
@@ -395,4 +454,5 @@ def _restamp_now(traj: Trajectory, now: float) -> Trajectory:
     """Same absolute schedule, expressed from ``now``: points already due are dropped."""
     abs_t = traj.point_times()
     keep = abs_t > now
-    return Trajectory(traj.joint_names, traj.positions[keep], abs_t[keep] - now, now, traj.chunk_id, traj.kind)
+    poses = None if traj.poses is None else traj.poses[keep]
+    return dataclasses.replace(traj, positions=traj.positions[keep], times=abs_t[keep] - now, stamp=now, poses=poses)

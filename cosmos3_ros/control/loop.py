@@ -15,9 +15,9 @@ while that chunk runs: either a forward_dynamics call with the actions that were
 (``forecast_source="forward_dynamics"``), or the video the policy call predicted jointly with the actions
 (``"policy_video"``: no extra model call, but the policy call pays the VAE decode). A forward_dynamics forecast is
 skipped (and counted) when its expected latency would push past the time the next chunk is due, so forecasting never
-delays control. :meth:`PolicyLoop.prime` measures one policy call and one forecast on the first observation, after the backend's
-warm-up, so the first forecast is judged on a measured latency too (a forecast decodes video: it can take much
-longer than a policy call).
+delays control. :meth:`PolicyLoop.prime` measures one policy call and one forecast on the first observation, after
+the backend's warm-up, so the first forecast is judged on a measured latency too (a forecast decodes video: it can
+take much longer than a policy call).
 """
 
 from __future__ import annotations
@@ -90,12 +90,12 @@ class PolicyLoop:
         self._jumps = 0
         self._prime_pending = False
 
-    def prime(self, image: np.ndarray) -> None:
-        """Measure one policy call (and one forward_dynamics forecast, when those are on) on ``image`` after the
-        backend's warm-up, so the forecast budget starts from measured latencies, not from a guess."""
+    def prime(self, image: np.ndarray, state: np.ndarray | None = None) -> None:
+        """Measure one policy call (and one forward_dynamics forecast, when those are on) on ``image`` (and the
+        robot ``state``) after the backend's warm-up, so the forecast budget starts from measured latencies."""
         settings = self.controller.settings
         t0 = time.perf_counter()
-        chunk = self.backend.policy(image, settings)
+        chunk = self.backend.policy(image, settings, state=state)
         self.policy_latency.add(time.perf_counter() - t0)
         if self.options.forecast_every and self.options.forecast_source == "forward_dynamics":
             fsettings = settings.replace(num_steps=self.options.forecast_num_steps or settings.num_steps)
@@ -136,6 +136,14 @@ class PolicyLoop:
         reason = self.controller.add_state(stamp, positions, now=self.clock())
         if reason is not None:
             self.sink.rejected("robot_state", stamp, reason, self.controller.last_error)
+            return False
+        return True
+
+    def on_pose(self, stamp: float, position: np.ndarray, quaternion: np.ndarray, frame_id: str) -> bool:
+        """Keep the newest end-effector pose (ee_pose action space); False (and an event) if refused."""
+        reason = self.controller.add_pose(stamp, position, quaternion, frame_id, now=self.clock())
+        if reason is not None:
+            self.sink.rejected("ee_pose", stamp, reason, self.controller.last_error)
             return False
         return True
 
@@ -192,7 +200,7 @@ class PolicyLoop:
         if self._prime_pending:
             self._prime_pending = False
             try:
-                self.prime(request.image)
+                self.prime(request.image, request.state)
             except Exception as exc:  # the request itself will fail the same way and hold; note why here
                 self.controller.note("prime_errors", f"measuring the first latencies failed: {exc}")
         forecast_due = self._forecast_due()

@@ -43,11 +43,15 @@ class PolicyBackend(Protocol):
         observation_stamp: float | None = None,
         return_video: bool = False,
         state: np.ndarray | None = None,
+        prefix: np.ndarray | None = None,
     ) -> ActionChunk:
         """Predict an action chunk from ``image`` (HxWx3 uint8, the newest observation).
 
-        ``state`` is the robot's current state as one row of the action space ([width] float, model units), for
-        checkpoints that condition on it; backends whose model takes no state ignore it.
+        ``state`` is the robot's current state as one row of the action space ([width] float, model units); with
+        ``settings.use_state`` the model conditions on it as a known row before the chunk (ValueError when it is
+        missing then), otherwise it is ignored. ``prefix`` [d, width] are known first rows of the chunk (real-time
+        chunking: the part of the previous chunk that runs while the model thinks): they condition the rest and
+        come back unchanged.
         """
         ...
 

@@ -28,6 +28,16 @@ Layouts (``H0 x W0`` is the first camera's height x width):
     total width ``Wb``). The wrist frame is scaled to width ``Wb`` (its height ``Ht`` follows its aspect),
     so it spans, and is centered over, the whole row. Canvas ``(Ht + Hb) x Wb``, wrist rows first.
 
+``droid``
+    Exactly NVIDIA's composition for its released DROID policy (cosmos-framework's
+    ``action_policy_server_robolab.py``): three cameras, wrist first, then the two exterior cameras. The wrist frame
+    stays at its own size ``H x W`` on top; each exterior frame is resized to ``H//2 x W//2`` and they sit side by
+    side below; the ``(H + H//2) x W`` composite is then resized to 540 x 640 unless it already is (a 360x640 wrist
+    and two 180x320 exteriors compose to exactly that). Resizing is bilinear with half-pixel centres and no
+    antialiasing, truncated to uint8, as ``torch.nn.functional.interpolate(..., "bilinear", align_corners=False)``
+    followed by ``.astype(uint8)`` does there (tests check against torch: exact for the native sizes, elsewhere
+    at most one level apart on under 0.1% of pixels, where float rounding lands next to an integer).
+
 ``max_height`` (optional): when the canvas is taller, the whole plan is scaled by ``max_height / H`` (every tile
 edge rounded half up, so tiles stay edge to edge) and each frame is resized once to its final size. Cosmos 3
 downscales its input to the resolution tier anyway, so passing the tier here saves the work of composing
@@ -46,7 +56,9 @@ from PIL import Image
 from cosmos3_ros.core.settings import validate_image
 
 #: Layout names ``compose`` accepts.
-LAYOUTS: tuple[str, ...] = ("single", "side_by_side", "grid", "wrist_top")
+LAYOUTS: tuple[str, ...] = ("single", "side_by_side", "grid", "wrist_top", "droid")
+#: Size NVIDIA's DROID server resizes its composite to (height, width).
+DROID_SIZE: tuple[int, int] = (540, 640)
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,13 @@ def plan(
         p = Plan(row[0].height, row[-1].left + row[-1].width, tuple(row))
     elif layout == "grid":
         p = _grid(names, sizes)
+    elif layout == "droid":
+        if len(names) != 3:
+            raise ValueError(f"layout 'droid' takes exactly three cameras (wrist, exterior 1, exterior 2), got {names}")
+        h, w = sizes[names[0]]
+        hh, hw = h // 2, w // 2
+        tiles = (Tile(names[0], 0, 0, h, w), Tile(names[1], h, 0, hh, hw), Tile(names[2], h, hw, hh, hw))
+        p = Plan(h + hh, w, tiles)
     else:  # wrist_top
         if len(names) < 2:
             raise ValueError(f"layout 'wrist_top' takes a wrist camera and at least one more, got {names}")
@@ -169,6 +188,30 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
+def resize_bilinear_truncating(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` resized like ``F.interpolate(float(x), (height, width), mode="bilinear", align_corners=False)``
+    then ``.astype(uint8)`` (half-pixel centres, no antialiasing, truncation): NVIDIA's DROID preprocessing."""
+    in_h, in_w = image.shape[:2]
+    if (in_h, in_w) == (height, width):
+        return image
+
+    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = np.float32(n_in / n_out)
+        src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+        i0 = np.minimum(src.astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        frac = (src - i0).astype(np.float32)
+        return i0, i1, frac
+
+    y0, y1, fy = axis(height, in_h)
+    x0, x1, fx = axis(width, in_w)
+    img = image.astype(np.float32)
+    top = img[y0][:, x0] * (1 - fx)[None, :, None] + img[y0][:, x1] * fx[None, :, None]
+    bottom = img[y1][:, x0] * (1 - fx)[None, :, None] + img[y1][:, x1] * fx[None, :, None]
+    out = top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+    return out.astype(np.uint8)
+
+
 def compose(
     frames: Mapping[str, np.ndarray], order: Sequence[str], layout: str, *, max_height: int | None = None
 ) -> np.ndarray:
@@ -182,6 +225,9 @@ def compose(
     if layout == "single" and (p.height, p.width) == sizes[names[0]]:
         return frames[names[0]]
     canvas = np.zeros((p.height, p.width, 3), dtype=np.uint8)
+    fit = resize_bilinear_truncating if layout == "droid" else resize
     for t in p.tiles:
-        canvas[t.top : t.top + t.height, t.left : t.left + t.width] = resize(frames[t.name], t.height, t.width)
+        canvas[t.top : t.top + t.height, t.left : t.left + t.width] = fit(frames[t.name], t.height, t.width)
+    if layout == "droid":
+        return resize_bilinear_truncating(canvas, *DROID_SIZE)
     return canvas

@@ -30,10 +30,23 @@ DEFAULT_NODE = "/cosmos3_policy"
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, plus the ``!!python/tuple`` tag launch_ros writes for list parameters (rcl reads those
-    as sequences too)."""
+    as sequences too), and rcl's booleans: a bare ``y``, ``Y``, ``n`` or ``N`` is a bool to rcl (PyYAML reads it as
+    a string), so a joint named ``y`` must be quoted."""
 
 
 _Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+#: Plain scalars rcl_yaml_param_parser reads as booleans beyond YAML's true/false/yes/no/on/off.
+_RCL_BOOLS = {"y": True, "Y": True, "n": False, "N": False}
+
+
+def _construct_str(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    value = loader.construct_scalar(node)
+    if node.style is None and value in _RCL_BOOLS:
+        return _RCL_BOOLS[value]
+    return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
 def is_builtin(name: str) -> bool:
@@ -156,8 +169,15 @@ def read_params_file(
         try:
             report.values[key] = spec.validate(value)
         except SettingsError as exc:
-            report.problems.append(str(exc))
+            hint = ""
+            if spec.kind in ("str", "str_list") and any(isinstance(v, bool) for v in _items(value)):
+                hint = " (rcl reads a bare y, n, yes, no, on, off, true or false as a boolean: quote it)"
+            report.problems.append(f"{exc}{hint}")
     return report
+
+
+def _items(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def ros_args_params(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:

@@ -12,7 +12,7 @@ is derived from this table (the model of quality is generate_parameter_library's
 - the sidecar's per-request ``settings`` schema and its limits (:mod:`cosmos3_ros.sidecar.protocol`);
 - :class:`~cosmos3_ros.core.settings.PolicySettings` (the ``sampling`` scope) and the benchmark configuration;
 - the checks of parameter files and presets (:mod:`cosmos3_ros.core.params_file`) and the README tables
-  (``cosmos3-ros params --markdown``; a test keeps the README in step).
+  (``cosmos3-ros settings --markdown``; a test keeps the README in step).
 
 Scopes: ``model`` (what is loaded), ``sampling`` (one model call), ``controller`` (inputs, timing and outputs of the
 loop), ``monitoring`` (forecasts, drift, recording), ``node`` (the ROS node itself), ``backend`` (where the model
@@ -298,6 +298,18 @@ SETTINGS: tuple[Setting, ...] = (
             "sampling", runtime=True, request=True, max_length=MAX_PROMPT_CHARS),
     Setting("use_system_prompt", "bool", False, "Prepend the model's system prompt to the caption.", "sampling",
             runtime=True, request=True),
+    Setting("raw_action_dim", "int", 0,
+            "Action width the checkpoint was trained with for this embodiment (NVIDIA's DROID joint-position policy: "
+            "8 = 7 joints + gripper).", "sampling", request=True, minimum=1, maximum=64,
+            zero="the domain's width in diffusers"),
+    Setting("use_state", "bool", False,
+            "Give the model the robot's current state as a known first action row (NVIDIA's DROID policy); needs "
+            "joint_states_topic on the node, observation/state or the DROID keys on the sidecar.", "sampling",
+            request=True),
+    Setting("conditioning", "str", "diffusers",
+            "How the caption and the frame are prepared: diffusers (the 0.42.1 pipeline: JSON caption, frame resized "
+            "to 16-pixel multiples) or cosmos_framework (NVIDIA's policy server: plain caption, frame padded, never "
+            "resized).", "sampling", request=True, choices=("diffusers", "cosmos_framework")),
     # -- backend: where the model runs, seen from the node -------------------------------------------------------
     Setting("backend", "str", "in_process",
             "Where the model runs: in_process (this process), sidecar (a websocket policy server), fake (a "
@@ -319,7 +331,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Camera topics (sensor_msgs/Image; a topic ending in /compressed is sensor_msgs/CompressedImage). The "
             "first camera is the reference for time synchronisation.", "controller", max_length=8, topic=True),
     Setting("camera_layout", "str", "single", "How several cameras are composed into one model input.",
-            "controller", choices=("single", "side_by_side", "grid", "wrist_top")),
+            "controller", choices=("single", "side_by_side", "grid", "wrist_top", "droid")),
     Setting("camera_qos", "str", "sensor_data", "QoS of the camera subscriptions.", "controller",
             choices=("sensor_data", "reliable", "system_default")),
     Setting("sync_tolerance", "float", 0.05, "Largest stamp difference between the cameras of one observation.",
@@ -338,6 +350,10 @@ SETTINGS: tuple[Setting, ...] = (
             runtime=True, minimum=1, maximum=65535),
     Setting("joint_states_topic", "str", "", "Optional sensor_msgs/JointState input of the robot state (empty: off).",
             "controller", topic=True),
+    Setting("state_joint_names", "str_list", [],
+            "JointState joints that form the robot state row, one per action dimension in order, read by name "
+            "(empty: joint_names). Mapped into model units by the inverse of action_scale/action_offset.",
+            "controller", max_length=64),
     Setting("replan_every", "int", 0, "Request the next chunk once this many actions of the current one are due.",
             "controller", minimum=1, maximum=128, zero="half a chunk"),
     Setting("control_rate", "float", 50.0, "Control loop and JointState streaming rate.", "controller",
@@ -347,10 +363,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("action_scale", "float_list", [], "Per-dimension scale: command = action * scale + offset (empty: 1).",
             "controller", max_length=64),
     Setting("action_offset", "float_list", [], "Per-dimension offset (empty: 0).", "controller", max_length=64),
+    Setting("action_stats", "str", "",
+            "Normalization statistics of the checkpoint's actions (JSON: mean/std, q01/q99 or min/max per dimension, "
+            "optionally under 'global'); they replace action_scale/action_offset. auto: action_stats.json next to "
+            "a local checkpoint, if there is one; empty: none (the released DROID policy is not normalized).",
+            "controller"),
     Setting("joint_limits.lower", "float_list", [], "Per-dimension lower clamp of the commands (empty: none).",
             "controller", max_length=64),
     Setting("joint_limits.upper", "float_list", [], "Per-dimension upper clamp of the commands (empty: none).",
             "controller", max_length=64),
+    Setting("action_space", "str", "joint_pos",
+            "What the actions are: joint_pos (absolute joint positions, straight into the JointTrajectory) or ee_pose "
+            "(the first 9 dimensions are relative end-effector poses, xyz + 6-D rotation, chained from the current "
+            "pose on ee_pose_topic and published as geometry_msgs/PoseArray on ~/ee_poses).", "controller",
+            choices=("joint_pos", "ee_pose")),
+    Setting("ee_pose_topic", "str", "",
+            "ee_pose: the current end-effector pose (geometry_msgs/PoseStamped, in the robot's base frame).",
+            "controller", topic=True),
     Setting("output_mode", "str", "trajectory",
             "trajectory: a JointTrajectory per chunk; joint_state: also stream interpolated sensor_msgs/JointState "
             "commands at control_rate.", "controller", choices=("trajectory", "joint_state")),

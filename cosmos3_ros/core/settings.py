@@ -63,6 +63,9 @@ class PolicySettings:
     view_point: str = _default("view_point")
     negative_prompt: str = _default("negative_prompt")
     use_system_prompt: bool = _default("use_system_prompt")
+    raw_action_dim: int = _default("raw_action_dim")
+    use_state: bool = _default("use_state")
+    conditioning: str = _default("conditioning")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -71,8 +74,8 @@ class PolicySettings:
 
     @property
     def action_width(self) -> int:
-        """Unpadded action width of the configured domain."""
-        return DOMAIN_ACTION_WIDTH[self.domain_name]
+        """Unpadded action width: ``raw_action_dim`` when set, else the domain's width in diffusers."""
+        return self.raw_action_dim or DOMAIN_ACTION_WIDTH[self.domain_name]
 
     @property
     def num_frames(self) -> int:

@@ -110,7 +110,9 @@ class ActionMapping:
 class Trajectory:
     """A timed command sequence: point k is to be reached at ``stamp + times[k]`` (seconds).
 
-    ``stamp`` None means "start on receipt" (used for holds).
+    ``stamp`` None means "start on receipt" (used for holds). With the ``ee_pose`` action space, ``poses`` [T, 7]
+    holds the absolute end-effector pose of every point (``x, y, z, qx, qy, qz, qw`` in ``frame_id``), computed from
+    the first 9 action dimensions (see :mod:`cosmos3_ros.core.poses`).
     """
 
     joint_names: tuple[str, ...]
@@ -119,6 +121,8 @@ class Trajectory:
     stamp: float | None
     chunk_id: int
     kind: str = "chunk"  # "chunk" or "hold"
+    poses: np.ndarray | None = None
+    frame_id: str = ""
 
     @property
     def end_time(self) -> float:

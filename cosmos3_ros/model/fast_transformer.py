@@ -120,9 +120,13 @@ class _StepGraph:
 
 
 class FastCosmos3Forward:
-    """Drop-in ``forward`` for a ``Cosmos3OmniTransformer`` (installed by the pipeline per call)."""
+    """Drop-in ``forward`` for a ``Cosmos3OmniTransformer`` (installed by the pipeline per call).
 
-    def __init__(self, transformer, options: FastOptions, *, max_plans: int = 4, max_texts: int = 4):
+    Plans (and CUDA graphs) are keyed by the step layout: caption, positions (the action mRoPE offset), indexes
+    (which action rows are known), shapes. ``max_plans`` 8: four guided calls' layouts (cond and uncond each).
+    """
+
+    def __init__(self, transformer, options: FastOptions, *, max_plans: int = 8, max_texts: int = 4):
         self.tr = transformer
         self.opt = options
         self.max_plans = max_plans

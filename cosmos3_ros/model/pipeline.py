@@ -26,7 +26,8 @@ Each speed-up keeps actions equal to the stock pipeline's for the same inputs an
   memory; optionally with a channels-last decoder (bf16-level change, opt-out).
 
 With ``fast=False`` the class behaves exactly like the stock pipeline (used by parity
-tests and the benchmark's baseline).
+tests and the benchmark's baseline), plus what an ``ActionRequest`` asks for
+(:mod:`cosmos3_ros.model.given_rows`: known action rows, explicit action width, NVIDIA's contract).
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ from typing import Any
 import torch
 from diffusers import Cosmos3OmniPipeline
 
+from cosmos3_ros.model.given_rows import GivenRowsMixin
 
-class Cosmos3ActionPipeline(Cosmos3OmniPipeline):
-    """Stock pipeline plus the exact action-mode speed-ups and per-phase timing marks."""
+
+class Cosmos3ActionPipeline(GivenRowsMixin, Cosmos3OmniPipeline):
+    """Stock pipeline plus the exact action-mode speed-ups and per-phase timing marks.
+
+    :class:`~cosmos3_ros.model.given_rows.GivenRowsMixin` adds what an
+    :class:`~cosmos3_ros.model.given_rows.ActionRequest` asks for (known action rows, an explicit action width,
+    NVIDIA's caption and frame contract), in the fast and the stock code path alike.
+    """
 
     fast: bool = True
     #: FastCosmos3Forward used during calls when ``fast`` (None: the stock forward).

@@ -26,6 +26,10 @@ from cosmos3_ros.core.settings import DOMAIN_ACTION_WIDTH, PolicySettings, valid
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
+#: Keyword arguments of the constructors that select the fast path's levers (see FastOptions.resolve).
+FAST_OPTION_NAMES = tuple(
+    "compile cuda_graphs attention fuse fp8 vae_autotune sync_free_scheduler vae_channels_last".split()
+)
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -146,9 +150,9 @@ class Cosmos3PolicyRuntime:
         sync_free_scheduler: bool | str = "auto",
         vae_channels_last: bool | str = "auto",
     ) -> None:
-
         from cosmos3_ros.model.pipeline import Cosmos3ActionPipeline
 
+        args = locals()
         device, dtype = _resolve_device_dtype(device, dtype)
         torch_dtype = _torch_dtype(dtype)
         _check_guardrail(guardrail)
@@ -165,16 +169,7 @@ class Cosmos3PolicyRuntime:
             dtype=dtype,
             guardrail=guardrail,
             fast=fast,
-            options={
-                "compile": compile,
-                "cuda_graphs": cuda_graphs,
-                "attention": attention,
-                "fuse": fuse,
-                "fp8": fp8,
-                "vae_autotune": vae_autotune,
-                "sync_free_scheduler": sync_free_scheduler,
-                "vae_channels_last": vae_channels_last,
-            },
+            options={name: args[name] for name in FAST_OPTION_NAMES},
         )
         self.load_s = time.perf_counter() - t0
         log.info("loaded %s on %s (%s) in %.2f s", self.path, device, dtype, self.load_s)
@@ -200,6 +195,7 @@ class Cosmos3PolicyRuntime:
         """Wrap an already built :class:`Cosmos3ActionPipeline` (e.g. random weights for the bench)."""
         from cosmos3_ros.model.pipeline import Cosmos3ActionPipeline
 
+        args = locals()
         if not isinstance(pipe, Cosmos3ActionPipeline):
             raise TypeError(f"expected a Cosmos3ActionPipeline, got {type(pipe).__name__}")
         self = cls.__new__(cls)
@@ -214,16 +210,7 @@ class Cosmos3PolicyRuntime:
             dtype=dtype,
             guardrail=guardrail,
             fast=fast,
-            options={
-                "compile": compile,
-                "cuda_graphs": cuda_graphs,
-                "attention": attention,
-                "fuse": fuse,
-                "fp8": fp8,
-                "vae_autotune": vae_autotune,
-                "sync_free_scheduler": sync_free_scheduler,
-                "vae_channels_last": vae_channels_last,
-            },
+            options={name: args[name] for name in FAST_OPTION_NAMES},
         )
         self.load_s = 0.0
         return self
@@ -289,7 +276,8 @@ class Cosmos3PolicyRuntime:
         with self._lock:
             if self.pipe is not None and self.pipe.fast_forward is not None:
                 self.pipe.fast_forward.prepare()
-        chunk = self.policy(frame, short)
+        state = np.zeros(short.action_width, np.float32) if short.use_state else None
+        chunk = self.policy(frame, short, state=state)
         self.forward_dynamics(frame, chunk.actions, short)
         self.cold_start_s = time.perf_counter() - t0
         o = self.fast_options
@@ -310,14 +298,23 @@ class Cosmos3PolicyRuntime:
         return_video: bool = False,
         return_latents: bool = False,
         state: np.ndarray | None = None,
+        prefix: np.ndarray | None = None,
     ) -> ActionChunk:
         """Predict an action chunk from one frame. Raises ValueError on bad input, NonFiniteOutputError on NaN/Inf.
 
-        ``state`` (the current robot state as an action row) is not used by this runtime yet.
+        ``state`` ([width] float, model units) is, with ``settings.use_state``, a known row before the chunk (NVIDIA's
+        layout ``[state | chunk]``; ValueError when missing), ignored otherwise. ``prefix`` ([d, width], 1 <= d <
+        chunk) are the chunk's known first rows; they come back exactly as given (as float32). Known rows are
+        conditioned rows of the denoising (clean value, zero velocity, no timestep embedding), as diffusers'
+        forward_dynamics conditions rows; ``width`` is ``settings.action_width``.
         """
+        from cosmos3_ros.model.given_rows import check_given_rows
+
         validate_image(image)
         self._check_domain(settings)
-        out, timing, frames = self._run("policy", image, settings, video=return_video)
+        width, chunk = settings.action_width, settings.action_chunk_size
+        known = check_given_rows(state, prefix, width=width, chunk_size=chunk, use_state=settings.use_state)
+        out, timing, frames = self._run("policy", image, settings, video=return_video, known=known)
         if not out.action:
             raise BackendError("pipeline returned no action for mode='policy'")
         actions = out.action[0].float().numpy().astype(np.float32, copy=False)
@@ -408,29 +405,44 @@ class Cosmos3PolicyRuntime:
         self.pipe.scheduler = sched
         self.pipe.register_to_config(use_native_flow_schedule=True)
 
-    def _run(self, mode: str, image: np.ndarray, settings: PolicySettings, *, video: bool, raw_actions=None):
-        """One pipeline call; returns (output, Timing, uint8 frames or None).
+    def _run(
+        self,
+        mode: str,
+        image: np.ndarray,
+        settings: PolicySettings,
+        *,
+        video: bool,
+        raw_actions=None,
+        known: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+    ):
+        """One pipeline call; returns (output, Timing, uint8 frames or None). ``known``: (state row, prefix rows).
 
         With ``fast`` and no guardrail the video is decoded by ``decode_to_uint8`` (same numbers,
         converted on the device); otherwise by the stock ``output_type="np"`` path.
         """
         import torch
-        from diffusers.pipelines.cosmos.pipeline_cosmos3_omni import CosmosActionCondition
 
+        from cosmos3_ros.model.given_rows import ActionRequest
+
+        framework = settings.conditioning == "cosmos_framework"
         with self._lock:
             if self.pipe is None:
                 raise BackendError("runtime is closed")
             self._use_schedule(settings.shift)
-            cond = CosmosActionCondition(
+            cond = ActionRequest(
                 mode=mode,
                 chunk_size=settings.action_chunk_size,
                 domain_name=settings.domain_name,
                 resolution_tier=settings.image_size,
-                # A PIL image, as the pipeline's docs pass it: diffusers 0.42.1 scales a uint8 *numpy* frame to
-                # [-1, 509] instead of [-1, 1] (it never divides integer arrays by 255).
-                image=PILImage.fromarray(image),
+                # diffusers: a PIL image, as the pipeline's docs pass it (diffusers 0.42.1 scales a uint8 *numpy*
+                # frame to [-1, 509] instead of [-1, 1]). cosmos_framework: the uint8 frame, padded as NVIDIA does.
+                image=image if framework else PILImage.fromarray(image),
                 raw_actions=raw_actions,
                 view_point=settings.view_point,
+                raw_action_width=settings.action_width,
+                state=known[0],
+                prefix=known[1],
+                conditioning=settings.conditioning,
             )
             generator = torch.Generator(device="cpu").manual_seed(int(settings.seed))
             own_decode = video and self.pipe.fast and not self.guardrail

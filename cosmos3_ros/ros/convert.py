@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Pose, PoseArray, PoseStamped
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -143,3 +144,22 @@ def joint_positions(msg: JointState, names: Any) -> np.ndarray:
     if missing:
         raise ValueError(f"JointState lacks joints {missing}")
     return np.array([msg.position[index[n]] for n in names], dtype=np.float64)
+
+
+def pose_array_msg(poses: np.ndarray, stamp: float | None, frame_id: str) -> PoseArray:
+    """A PoseArray of ``poses`` [T, 7] (``x, y, z, qx, qy, qz, qw``); stamp None gives a zero stamp (a hold)."""
+    msg = PoseArray()
+    msg.header.stamp = sec_to_stamp(stamp) if stamp is not None else Time()
+    msg.header.frame_id = frame_id
+    for row in np.asarray(poses, dtype=np.float64):
+        p = Pose()
+        p.position.x, p.position.y, p.position.z = (float(v) for v in row[:3])
+        p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = (float(v) for v in row[3:7])
+        msg.poses.append(p)
+    return msg
+
+
+def pose_from_msg(msg: PoseStamped) -> tuple[np.ndarray, np.ndarray, str]:
+    """(position [3], quaternion xyzw [4], frame_id) of a PoseStamped."""
+    p, q = msg.pose.position, msg.pose.orientation
+    return np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]), msg.header.frame_id

@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory
@@ -22,21 +24,24 @@ from cosmos3_ros.ros import convert
 class NodeSink(LoopSink):
     """The loop's events as ROS messages on the node's publishers; publishing stops for good at :meth:`close`."""
 
-    def __init__(self, node: Any, metric: str) -> None:
+    def __init__(self, node: Any, metric: str, pose_dims: int = 0) -> None:
         self._log = node.get_logger()
         self._warn = node.warn_throttled
         self._traj = node.create_lifecycle_publisher(JointTrajectory, "~/joint_trajectory", 10)
         self._pred = node.create_lifecycle_publisher(Image, "~/predicted_image", 64)  # a forecast is a burst
         self._err = node.create_lifecycle_publisher(Float64, "~/prediction_error", 10)
+        self._poses = node.create_lifecycle_publisher(PoseArray, "~/ee_poses", 10) if pose_dims else None
         self._destroy = node.destroy_lifecycle_publisher
         self.metric = metric
+        self.pose_dims = pose_dims
         self._open = True
 
     def close(self) -> None:
         """Publish nothing more and destroy the publishers."""
         self._open = False
-        for pub in (self._traj, self._pred, self._err):
-            self._destroy(pub)
+        for pub in (self._traj, self._pred, self._err, self._poses):
+            if pub is not None:
+                self._destroy(pub)
 
     def _publish(self, pub: Any, msg: Any) -> None:
         if self._open:
@@ -50,7 +55,15 @@ class NodeSink(LoopSink):
         if not np.isfinite(traj.positions).all():  # the controller never hands these out; belt and braces
             self._log.error("refusing to publish a non-finite trajectory")
             return
-        self._publish(self._traj, convert.trajectory_to_msg(traj))
+        if traj.poses is not None and self._poses is not None:  # ee_pose: the poses, then the other dimensions
+            self._publish(self._poses, convert.pose_array_msg(traj.poses, traj.stamp, traj.frame_id))
+            if len(traj.joint_names) > self.pose_dims:
+                rest = dataclasses.replace(
+                    traj, joint_names=traj.joint_names[self.pose_dims :], positions=traj.positions[:, self.pose_dims :]
+                )
+                self._publish(self._traj, convert.trajectory_to_msg(rest))
+        else:
+            self._publish(self._traj, convert.trajectory_to_msg(traj))
         if traj.kind == "hold":
             self._warn("hold", "holding: no fresh valid chunk; stopped commanding", 2.0)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold
@@ -53,7 +54,7 @@ from cosmos3_ros.control.config import (
     decode_options,
     loop_options,
 )
-from cosmos3_ros.control.controller import CLOCK_JUMP_S
+from cosmos3_ros.control.controller import CLOCK_JUMP_S, POSE_DIMS
 from cosmos3_ros.control.diagnostics import diagnose
 from cosmos3_ros.control.events import LoopSink, Tee
 from cosmos3_ros.control.frame_gate import FrameGate
@@ -268,7 +269,9 @@ class PolicyNode(LifecycleNode):
             self._recorder = recorder.start()
             sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
             self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
-        self._node_sink = NodeSink(self, values["drift_metric"])
+        self._node_sink = NodeSink(
+            self, values["drift_metric"], POSE_DIMS if values["action_space"] == "ee_pose" else 0
+        )
         loop = PolicyLoop(controller, backend, loop_options(values), Tee(self._node_sink, *sinks), self.now)
         if values["warmup"]:  # measured latencies, so even the first forecast never delays a policy call
             loop.prime_on_first_request()
@@ -305,6 +308,9 @@ class PolicyNode(LifecycleNode):
             )
         if values["joint_states_topic"]:
             sub = self.create_subscription(JointState, values["joint_states_topic"], self._on_joint_state, 10)
+            self._subs.append(sub)
+        if values["ee_pose_topic"]:
+            sub = self.create_subscription(PoseStamped, values["ee_pose_topic"], self._on_ee_pose, 10)
             self._subs.append(sub)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -424,11 +430,16 @@ class PolicyNode(LifecycleNode):
             return
         stamp = convert.stamp_to_sec(msg.header.stamp) or self.now()
         try:
-            positions = convert.joint_positions(msg, loop.controller.config.mapping.joint_names)
+            positions = convert.joint_positions(msg, loop.controller.config.state_names)
         except ValueError as exc:
             loop.reject("robot_state", stamp, "state_joints", str(exc))
             return
         loop.on_state(stamp, positions)
+
+    def _on_ee_pose(self, msg: PoseStamped) -> None:
+        loop = self.loop
+        if loop is not None:
+            loop.on_pose(convert.stamp_to_sec(msg.header.stamp) or self.now(), *convert.pose_from_msg(msg))
 
     def _on_control(self) -> None:
         loop, worker = self.loop, self._worker

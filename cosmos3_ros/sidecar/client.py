@@ -15,11 +15,20 @@ action column is flipped back into the model's space, and the server's own setti
 
 Connection handling: the constructor does no I/O. The first call connects. A lost connection
 (server killed, network down, request timeout) is dropped and the call raises
-``BackendError``; the next call reconnects. Failed connection attempts back off
+``BackendError``; the next call reconnects. A connection the server closed while it was idle
+(our server's ``idle_timeout``) is replaced before the next request is sent, and a request that
+crossed that close on the wire is sent again once on a new connection (the server never read it).
+A refused handshake (HTTP 401/403: a missing or wrong token; or a 1008 close before the
+metadata, as older servers did) raises :class:`SidecarRefusedError`; a full server (HTTP 503)
+is an ordinary, retryable ``BackendError``. Failed connection attempts back off
 exponentially (0.2 s doubling to 5 s): a call inside the back-off window raises at once, a
 call after it tries exactly once (bounded by ``connect_timeout_s``). No call ever blocks
 longer than about ``connect_timeout_s + timeout_s`` (plus the time waiting for another
 thread's call on the same backend, itself bounded the same way).
+
+The token never appears in a log line or an error message: it travels in the ``Authorization``
+header, the websockets loggers are filtered (:mod:`cosmos3_ros.sidecar.redact`), and a
+``?token=`` in the url is masked wherever the url is shown.
 """
 
 from __future__ import annotations
@@ -33,8 +42,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import CloseCode
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
 from cosmos3_ros import __version__
@@ -42,6 +52,7 @@ from cosmos3_ros.core.backend import BackendError
 from cosmos3_ros.core.results import ActionChunk, Forecast, ModelInfo, NonFiniteOutputError, Timing
 from cosmos3_ros.core.settings import PolicySettings, validate_actions, validate_image
 from cosmos3_ros.sidecar import protocol as proto
+from cosmos3_ros.sidecar import redact
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,8 @@ BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
 #: Largest reply accepted (a 640x480 predicted video of 17 frames is about 16 MB).
 MAX_REPLY_BYTES = 1 << 30
+#: Close reasons of our server's idle timeout start with this (the request was not read: safe to send again).
+IDLE_CLOSE_PREFIX = "idle timeout"
 
 
 class SidecarRefusedError(BackendError):
@@ -64,6 +77,18 @@ def _close_text(exc: ConnectionClosed) -> str:
     if frame is None:
         return "connection closed without a close frame"
     return f"close code {int(frame.code)}" + (f": {frame.reason}" if frame.reason else "")
+
+
+def _closed_idle(exc: ConnectionClosed) -> bool:
+    """Whether the server closed the connection for its idle timeout (so it did not read what was sent)."""
+    return exc.rcvd is not None and exc.rcvd.reason.startswith(IDLE_CLOSE_PREFIX)
+
+
+def _refusal_text(exc: InvalidStatus) -> str:
+    """``HTTP <status>: <first line of the body>`` of a refused handshake."""
+    response = exc.response
+    body = bytes(response.body or b"").decode("utf-8", "replace").strip().splitlines()
+    return f"HTTP {response.status_code}" + (f": {body[0][:300]}" if body else "")
 
 
 class SidecarBackend:
@@ -86,6 +111,7 @@ class SidecarBackend:
         if not (timeout_s > 0 and connect_timeout_s > 0):
             raise ValueError(f"timeouts must be > 0, got timeout_s={timeout_s}, connect_timeout_s={connect_timeout_s}")
         self.url = url
+        self._shown = redact.redact(url)  # the url as logs and errors show it: a ?token= is masked
         self.timeout_s = float(timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
         self._token = token
@@ -100,7 +126,7 @@ class SidecarBackend:
         self.last_server_timing: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"SidecarBackend({self.url!r}, connected={self.connected})"
+        return f"SidecarBackend({self._shown!r}, connected={self.connected})"
 
     def __enter__(self) -> SidecarBackend:
         return self
@@ -151,9 +177,9 @@ class SidecarBackend:
             if on_wait is not None:
                 on_wait(waited, why)
             if waited >= timeout_s:
-                raise BackendError(f"sidecar {self.url} not ready after {waited:.0f} s: {why}")
+                raise BackendError(f"sidecar {self._shown} not ready after {waited:.0f} s: {why}")
             if stop is not None and stop.wait(poll_s):
-                raise BackendError(f"stopped while waiting for sidecar {self.url}")
+                raise BackendError(f"stopped while waiting for sidecar {self._shown}")
             if stop is None:
                 time.sleep(poll_s)
 
@@ -185,8 +211,9 @@ class SidecarBackend:
         now = time.monotonic()
         if now < self._retry_at:
             raise BackendError(
-                f"sidecar {self.url} unreachable ({self._last_error}); next attempt in {self._retry_at - now:.1f} s"
+                f"sidecar {self._shown} unreachable ({self._last_error}); next attempt in {self._retry_at - now:.1f} s"
             )
+        redact.install([self._token])  # websockets logs the handshake (our Authorization header) at debug level
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
         ws: ClientConnection | None = None
         try:
@@ -209,6 +236,11 @@ class SidecarBackend:
             frame = exc.rcvd or exc.sent
             refused = frame is not None and frame.code == CloseCode.POLICY_VIOLATION  # a wrong or missing token
             self._connect_failed(f"the server closed the connection ({_close_text(exc)})", ws, refused=refused)
+        except InvalidStatus as exc:  # refused at the handshake: 401/403 (token; waiting will not help), 503 (full)
+            status = exc.response.status_code
+            self._connect_failed(
+                f"the server refused the connection ({_refusal_text(exc)})", ws, refused=status in (401, 403)
+            )
         except TimeoutError:
             self._connect_failed(f"no answer within {self.connect_timeout_s:g} s", ws)
         except Exception as exc:  # refused, DNS, HTTP status, handshake, bad metadata: all mean "not connected"
@@ -217,7 +249,7 @@ class SidecarBackend:
         self._backoff_s, self._retry_at, self._last_error = 0.0, 0.0, ""
         log.info(
             "connected to sidecar %s (%s, model %s)",
-            self.url,
+            self._shown,
             metadata.get("protocol", "openpi"),
             metadata.get("model"),
         )
@@ -229,7 +261,7 @@ class SidecarBackend:
         self._retry_at = time.monotonic() + self._backoff_s
         self._last_error = why
         error = SidecarRefusedError if refused else BackendError
-        raise error(f"cannot connect to sidecar {self.url}: {why}")
+        raise error(f"cannot connect to sidecar {self._shown}: {why}")
 
     def _drop(self, why: str) -> None:
         """Forget a broken connection; the next call reconnects at once."""
@@ -238,12 +270,23 @@ class SidecarBackend:
         self._retry_at = 0.0
         if ws is not None:
             ws.close()
-        log.warning("sidecar %s: %s", self.url, why)
+        log.warning("sidecar %s: %s", self._shown, why)
+
+    def _reconnect_if_closed_locked(self) -> None:
+        """Forget a connection the server has closed since the last call (e.g. its idle timeout), then connect."""
+        ws = self._ws
+        if ws is not None and ws.state is not State.OPEN:
+            log.info(
+                "sidecar %s closed the connection (%s); reconnecting", self._shown, getattr(ws, "close_reason", "")
+            )
+            self._ws = None
+            ws.close()
+        self._connect_locked()
 
     def _exchange(self, build: Callable[[bool], dict[str, Any]]) -> tuple[dict[str, Any], float, bool]:
         """Send ``build(speaks_cosmos3)`` and return (reply, round-trip seconds, speaks_cosmos3)."""
         with self._locked():
-            self._connect_locked()
+            self._reconnect_if_closed_locked()
             assert self._ws is not None
             ours = self._speaks_cosmos3()
             try:
@@ -252,30 +295,42 @@ class SidecarBackend:
                 raise ValueError(f"request cannot be encoded: {exc}") from None
             t0 = time.perf_counter()
             try:
-                self._ws.send(data)
-                raw = self._ws.recv(timeout=self.timeout_s)
+                try:
+                    self._ws.send(data)
+                    raw = self._ws.recv(timeout=self.timeout_s)
+                except ConnectionClosed as exc:
+                    if not _closed_idle(exc):
+                        raise
+                    # the server closed this idle connection as the request left: it never read it; send it again
+                    log.info("sidecar %s closed the idle connection as a request left; sending it again", self._shown)
+                    self._ws = None
+                    self._connect_locked()
+                    assert self._ws is not None
+                    t0 = time.perf_counter()
+                    self._ws.send(data)
+                    raw = self._ws.recv(timeout=self.timeout_s)
             except TimeoutError:
                 self._drop(f"no reply within {self.timeout_s:g} s")
                 raise BackendError(
-                    f"sidecar {self.url}: no reply within {self.timeout_s:g} s; connection reset"
+                    f"sidecar {self._shown}: no reply within {self.timeout_s:g} s; connection reset"
                 ) from None
             except ConnectionClosed as exc:
                 self._drop(f"connection lost ({_close_text(exc)})")
-                raise BackendError(f"sidecar {self.url}: connection lost ({_close_text(exc)})") from None
+                raise BackendError(f"sidecar {self._shown}: connection lost ({_close_text(exc)})") from None
             except OSError as exc:
                 self._drop(f"connection lost ({exc})")
-                raise BackendError(f"sidecar {self.url}: connection lost ({exc})") from None
+                raise BackendError(f"sidecar {self._shown}: connection lost ({exc})") from None
             rtt = time.perf_counter() - t0
             if isinstance(raw, str):  # openpi servers send a traceback as text, then close with 1011
                 self._drop("server sent an error text frame")
-                raise BackendError(f"sidecar {self.url} failed:\n{raw[-2000:]}")
+                raise BackendError(f"sidecar {self._shown} failed:\n{raw[-2000:]}")
             try:
                 reply = proto.unpackb(raw)
             except proto.ProtocolError as exc:
                 self._drop(f"undecodable reply ({exc})")
-                raise BackendError(f"sidecar {self.url}: undecodable reply: {exc}") from None
+                raise BackendError(f"sidecar {self._shown}: undecodable reply: {exc}") from None
             if not isinstance(reply, dict):
-                raise BackendError(f"sidecar {self.url}: reply is a {type(reply).__name__}, not a map")
+                raise BackendError(f"sidecar {self._shown}: reply is a {type(reply).__name__}, not a map")
             timing = reply.get("server_timing")
             self.last_server_timing = dict(timing) if isinstance(timing, dict) else {}
             return reply, rtt, ours
@@ -291,10 +346,10 @@ class SidecarBackend:
         domains = meta.get("domains")
         action_dim = meta.get("model_action_dim", meta.get("action_dim", 0))
         return ModelInfo(
-            model=str(meta.get("model", self.url)),
+            model=str(meta.get("model", self._shown)),
             action_dim=int(action_dim) if isinstance(action_dim, (int, np.integer)) else 0,
             domains=tuple(str(d) for d in domains) if isinstance(domains, list) else (),
-            device=f"{meta.get('device', 'unknown')} via {self.url}",
+            device=f"{meta.get('device', 'unknown')} via {self._shown}",
             dtype=str(meta.get("dtype", "unknown")),
             versions=versions,
         )
@@ -304,7 +359,8 @@ class SidecarBackend:
         t0 = time.perf_counter()
         frame = np.full((240, 320, 3), 127, dtype=np.uint8)
         quick = settings.replace(num_steps=min(settings.num_steps, 2))
-        chunk = self.policy(frame, quick)
+        state = np.zeros(settings.action_width, np.float32) if settings.use_state else None
+        chunk = self.policy(frame, quick, state=state)
         if self._speaks_cosmos3():
             self.forward_dynamics(frame, chunk.actions, quick)
         return time.perf_counter() - t0
@@ -373,7 +429,7 @@ class SidecarBackend:
 
         def build(ours: bool) -> dict[str, Any]:
             if not ours:
-                raise BackendError(f"the server at {self.url} is not a cosmos3_ros sidecar: no forward_dynamics")
+                raise BackendError(f"the server at {self._shown} is not a cosmos3_ros sidecar: no forward_dynamics")
             obs = self._observation(image, settings, observation_stamp, ours)
             obs["mode"] = "forward_dynamics"
             obs["actions"] = acts

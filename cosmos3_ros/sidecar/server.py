@@ -1,33 +1,61 @@
 # Copyright 2026 The cosmos3_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""The sidecar server: one model, many websocket clients, one GPU job at a time.
+"""The sidecar server: one model, many websocket clients, one model call at a time.
 
-Wire format: openpi's (see :mod:`cosmos3_ros.sidecar.protocol`). On connect the server checks
-the token, then sends one metadata map; after that every binary request gets exactly one
-reply, in order. A request that cannot be served gets ``{"error": {"type", "message"}}``
-and the connection stays open (openpi instead sends a traceback as a text frame and closes
-with 1011; a robot loop is better served by a reply it can act on and a connection it keeps).
+Wire format: openpi's (see :mod:`cosmos3_ros.sidecar.protocol`). On connect the server sends one metadata map; after
+that every binary request gets exactly one reply, in order. A request that cannot be served gets
+``{"error": {"type", "message"}}`` and the connection stays open (openpi instead sends a traceback as a text frame and
+closes with 1011; a robot loop is better served by a reply it can act on and a connection it keeps).
 
-Scheduling: model calls run on a single worker thread. Requests wait in one FIFO queue of
-``queue_size`` places shared by all connections; a connection has at most one request in
-the queue or running (it waits for its reply before the next is read), so clients are
-served in turn. A request that finds the queue full is answered at once with a ``busy``
-error. A queued request whose client has disconnected is skipped.
+Admission, at the HTTP handshake (``process_request``, :mod:`cosmos3_ros.sidecar.gate`): ``/healthz`` needs no
+token. With a token set, a handshake without it (``Authorization: Bearer T``, openpi-client's ``Authorization:
+Api-Key T``, or ``?token=T``) gets HTTP 401 and a one-line reason (``unauthorized: no token ...`` or ``unauthorized:
+wrong token``). Every token failure is this 401 (none is accepted and then closed with 1008 any more), so nothing
+unauthenticated ever holds a connection slot. At most ``max_connections`` websocket connections are open; one more
+gets HTTP 503 (``server full: ...; retry later``), as does any handshake while stopping.
+
+Timeouts: a connection that sends no complete message for ``idle_timeout`` s (waiting between requests, or stalled
+in the middle of one) is closed with 1008 and the reason ``idle timeout: ...``, which frees its receive buffer; the
+idle clock does not run while the connection's request waits for the model. A reply the client does not take within
+``idle_timeout`` aborts the connection. A request is answered within ``request_timeout`` s of its arrival: still
+queued then, it gets ``busy`` (retry later); still running, ``model_error`` (the call finishes on the model thread
+and its result is discarded). Handshakes must finish within ``OPEN_TIMEOUT_S``, closing handshakes within
+``CLOSE_TIMEOUT_S``.
+
+Memory: a connection holds at most about two messages' worth: the one being received (at most
+``max_message_bytes``; a larger one closes the connection with 1009; frames are read only as fast as the handler
+takes them) or the last one received (the websockets parser keeps it until the next frame, e.g. a keepalive pong),
+and its one request waiting for or in the model (the parsed inputs only: the raw message and its msgpack decoding are
+let go once parsed). The worst case is therefore about ``2 x max_connections x max_message_bytes`` (4 GiB at the
+defaults, 64 x 32 MiB x 2; plan ``max_connections`` and ``max_message_mb`` to fit the host), and all of a connection's
+share is released when it closes (an idle one: ``idle_timeout`` after its last reply).
+
+Scheduling: one model call at a time, on one model thread. Requests wait in one FIFO queue of ``queue_size`` places
+shared by all connections; a connection has at most one request queued or running (its next is read after its
+reply), so clients are served in turn; a request that finds the queue full gets ``busy`` at once. A request whose
+client disconnects leaves the queue at once and is never run; one already running finishes, its result discarded.
+
+Stopping (``stop`` set): handshakes get 503, queued requests get ``unavailable``, the running call gets up to
+``stop_timeout`` s to finish and be answered (else its client gets ``unavailable``), then every connection is closed
+with 1001. Every wait is bounded, so a stop completes however the requests ended; the model thread is a daemon
+thread, so a call that never returns does not keep the process alive.
+
+Secrets: from :meth:`SidecarServer.serve` on, :mod:`cosmos3_ros.sidecar.redact` filters the ``websockets`` and
+``cosmos3_ros`` loggers so that no ``token=`` query value, ``Authorization`` header value or the server's token
+reaches a log handler, at any level. Tokens are compared in constant time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import http
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Request as HttpRequest
 from websockets.asyncio.server import Response, ServerConnection, serve
@@ -35,49 +63,44 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from cosmos3_ros.core.backend import BackendError, PolicyBackend
-from cosmos3_ros.core.results import NonFiniteOutputError
+from cosmos3_ros.core.backend import PolicyBackend
 from cosmos3_ros.core.schema import BY_NAME
 from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.sidecar import protocol as proto
+from cosmos3_ros.sidecar import redact
+from cosmos3_ros.sidecar.gate import Gate, peer, respond, token_of
+from cosmos3_ros.sidecar.jobs import ClientGoneError, Job, RequestTimeoutError, UnavailableError, classify, model_call
+from cosmos3_ros.sidecar.limits import (
+    CLOSE_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT,
+    OPEN_TIMEOUT_S,
+    JobQueue,
+    ModelThread,
+    check_options,
+    close_server,
+)
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_QUEUE_SIZE", "SidecarServer", "check_options", "token_of"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST: str = BY_NAME["host"].default
 DEFAULT_PORT: int = BY_NAME["port"].default
-DEFAULT_MAX_MESSAGE_BYTES = int(BY_NAME["max_message_mb"].default * 2**20)
-DEFAULT_QUEUE_SIZE: int = BY_NAME["queue"].default
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class _Job:
-    """One model call waiting for (or on) the worker thread."""
-
-    fn: Callable[[], Any]
-    future: asyncio.Future
-    connection: ServerConnection
-    enqueued: float = field(default_factory=time.perf_counter)
-    started: float = 0.0
-    infer_s: float = 0.0
-
-
-def token_of(request: HttpRequest) -> str | None:
-    """The token of a handshake: ``Authorization: Bearer T`` (openpi-client: ``Api-Key T``) or ``?token=T``."""
-    auth = request.headers.get("Authorization")
-    if auth:
-        scheme, _, value = auth.strip().partition(" ")
-        if scheme.lower() in ("bearer", "api-key") and value.strip():
-            return value.strip()
-    values = parse_qs(urlsplit(request.path).query).get("token")
-    return values[0] if values else None
 
 
 class SidecarServer:
     """Serve ``backend`` (any :class:`PolicyBackend`, normally the in-process runtime) over websockets.
 
-    ``defaults`` are the sampling settings a request gets unless it overrides keys under
-    ``settings``. ``token`` ``None`` disables authentication (only sensible on loopback).
+    ``defaults`` are the sampling settings a request gets unless it overrides keys under ``settings``. ``token``
+    ``None`` disables authentication (only sensible on loopback). The limits and timeouts (seconds) are described in
+    the module docstring; their defaults are the schema's (``max_connections``, ``idle_timeout``,
+    ``request_timeout``, ``max_message_mb``, ``queue``).
     """
 
     def __init__(
@@ -90,14 +113,21 @@ class SidecarServer:
         token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         warmup: bool = True,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
-        if max_message_bytes < 1024:
-            raise ValueError(f"max_message_bytes must be >= 1024, got {max_message_bytes}")
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string (or None for no authentication)")
+        check_options(
+            token=token,
+            max_message_bytes=max_message_bytes,
+            queue_size=queue_size,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            request_timeout=request_timeout,
+            stop_timeout=stop_timeout,
+        )
         self.backend = backend
         self.defaults = defaults
         self.host = host
@@ -105,16 +135,41 @@ class SidecarServer:
         self.token = token
         self.max_message_bytes = max_message_bytes
         self.queue_size = queue_size
+        self.max_connections = max_connections
+        self.idle_timeout, self.request_timeout = float(idle_timeout), float(request_timeout)
+        self.stop_timeout = float(stop_timeout)
         self.warmup = warmup
-        self.warm = False
-        self.closing = False
-        self.served = 0
-        self.errors = 0
-        self._queue: asyncio.Queue[_Job] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._running: _Job | None = None
+        self.warm = self.closing = False
+        #: Requests answered, errors answered, requests dropped because their client left before they ran.
+        self.served = self.errors = self.dropped = 0
+        self.gate = Gate(token, max_connections)
+        self._queue: JobQueue[Job] | None = None
+        self._model: ModelThread | None = None
+        self._running: Job | None = None
+        self._jobs: weakref.WeakSet[Job] = weakref.WeakSet()
+        self._answering = 0  # handlers between a request received and its reply sent
         self._metadata: dict[str, Any] = {}
         self._next_id = 0
+
+    @property
+    def connections(self) -> int:
+        """Websocket connections holding a slot now (admitted at the handshake and not yet closed)."""
+        return self.gate.connections
+
+    @property
+    def busy(self) -> bool:
+        """Whether a model call is running for a request now."""
+        return self._running is not None
+
+    @property
+    def requests_held(self) -> int:
+        """Requests (with their decoded inputs) this server holds in memory: queued, running or being answered."""
+        return len(self._jobs)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the model now."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -157,73 +212,95 @@ class SidecarServer:
 
     async def serve(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
         """Warm up, listen until ``stop`` is set, then drain and close. ``ready(port)`` runs once listening."""
-        loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(maxsize=self.queue_size)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosmos3-model")
+        redact.install([self.token])
+        self._queue = JobQueue(self.queue_size)
+        self._model = ModelThread()
         try:
             self._metadata = self.metadata()
             if self.warmup:
                 log.info("warming up (%s) before accepting connections", self.defaults.domain_name)
-                warm_s = await loop.run_in_executor(self._executor, self.backend.warmup, self.defaults)
+                warm_s = await self._model.run(lambda: self.backend.warmup(self.defaults))
                 log.info("warm-up done in %.2f s", warm_s)
             self.warm = True
             if stop.is_set():
                 return
             worker = asyncio.create_task(self._worker(), name="cosmos3-sidecar-worker")
-            async with serve(
+            server = await serve(
                 self._handler,
                 self.host,
                 self.port,
                 process_request=self._process_request,
                 max_size=self.max_message_bytes,
+                max_queue=0,  # read a connection's next frame only once its handler takes the last one
+                open_timeout=OPEN_TIMEOUT_S,
+                close_timeout=CLOSE_TIMEOUT_S,
                 compression=None,
                 server_header="cosmos3_ros-sidecar",
-            ) as server:
+            )
+            try:
                 sockets = list(server.sockets)
                 self.port = sockets[0].getsockname()[1] if sockets else self.port
-                where = f"{self.host}:{self.port}"
-                log.info(
-                    "serving on ws://%s (health: http://%s/healthz)%s",
-                    where,
-                    where,
-                    ", token required" * bool(self.token),
-                )
-                if self.host not in LOOPBACK_HOSTS and self.token is None:
-                    log.warning(
-                        "listening on %s without a token: anyone who can reach this port can use the model", self.host
-                    )
+                self._announce()
                 if ready is not None:
                     ready(self.port)
                 await stop.wait()
                 log.info("stopping: refusing new requests, finishing the running one")
                 self.closing = True
                 self._fail_queued()
-                while self._running is not None:
-                    await asyncio.sleep(0.01)
+                await self._settle(time.perf_counter() + self.stop_timeout)
                 worker.cancel()
-            log.info("stopped after %d request(s), %d error(s)", self.served, self.errors)
+            finally:
+                await close_server(server)
+            counts = (self.served, self.errors, self.dropped)
+            log.info("stopped after %d request(s), %d error(s), %d dropped for a gone client", *counts)
         finally:
-            self._executor.shutdown(wait=True)
+            if not self._model.shutdown(timeout=0.0 if self._model.busy else 1.0):
+                log.warning("the model call still running is abandoned (the model thread does not block exit)")
+
+    def _announce(self) -> None:
+        where = f"{self.host}:{self.port}"
+        limits = (self.max_connections, self.max_message_bytes / 2**20)
+        log.info(
+            "serving on ws://%s (health: http://%s/healthz)%s; at most %d connection(s), %.0f MiB a message",
+            *(where, where, ", token required" * bool(self.token), *limits),
+        )
+        if self.host not in LOOPBACK_HOSTS and self.token is None:
+            log.warning("listening on %s without a token: anyone who can reach this port can use the model", self.host)
+
+    async def _settle(self, deadline: float) -> None:
+        """Let the running call finish and every pending reply go out, until ``deadline`` (perf_counter)."""
+        while (self._running is not None or self._answering) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        running = self._running
+        if running is not None and not running.future.done():
+            log.warning("the running model call did not finish within %g s; answering 'unavailable'", self.stop_timeout)
+            text = f"the server is shutting down; the model call did not finish in {self.stop_timeout:g} s"
+            running.future.set_exception(UnavailableError(text))
+            end = time.perf_counter() + 1.0
+            while self._answering and time.perf_counter() < end:
+                await asyncio.sleep(0.01)
 
     def _fail_queued(self) -> None:
         assert self._queue is not None
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
+        for job in self._queue.drain():
             if not job.future.done():
-                job.future.set_exception(_UnavailableError("the server is shutting down"))
+                job.future.set_exception(UnavailableError("the server is shutting down"))
 
     async def _worker(self) -> None:
         """Run queued jobs one at a time on the model thread, in arrival order."""
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
+        assert self._queue is not None and self._model is not None
         while True:
             job = await self._queue.get()
-            if job.future.done() or job.connection.state is not State.OPEN:
-                continue  # client gone: do not spend the GPU on it
+            if job.future.done():
+                continue
+            if job.connection.state is not State.OPEN:  # client gone: do not spend the GPU on it; free its waiter
+                job.future.set_exception(ClientGoneError("disconnected while its request waited; request dropped"))
+                self.dropped += 1
+                continue
             job.started = time.perf_counter()
             self._running = job
             try:
-                result = await loop.run_in_executor(self._executor, _timed, job)
+                result = await self._model.run(job.run)
             except Exception as exc:
                 if not job.future.done():
                     job.future.set_exception(exc)
@@ -232,92 +309,107 @@ class SidecarServer:
                     job.future.set_result(result)
             finally:
                 self._running = None
+                del job
 
     # -- HTTP and handshake -----------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: HttpRequest) -> Response | None:
         if urlsplit(request.path).path == "/healthz":
             ok = self.warm and not self.closing
-            body = {
-                "status": "ok" if ok else ("stopping" if self.closing else "warming"),
-                "queue": self._queue.qsize() if self._queue is not None else 0,
-                "busy": self._running is not None,
-                "served": self.served,
-            }
-            status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
-            response = connection.respond(status, json.dumps(body) + "\n")
-            del response.headers["Content-Type"]
-            response.headers["Content-Type"] = "application/json"
-            return response
-        return None
-
-    def _authorized(self, request: HttpRequest | None) -> str | None:
-        """None when the connection may proceed, else the close reason (at most 123 bytes)."""
-        if self.token is None:
-            return None
-        given = token_of(request) if request is not None else None
-        if given is None:
-            return "unauthorized: no token (send 'Authorization: Bearer <token>' or ?token=<token>)"
-        if not hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode("utf-8")):
-            return "unauthorized: wrong token"
-        return None
+            status = "ok" if ok else ("stopping" if self.closing else "warming")
+            body = {"status": status, "queue": self.queued, "busy": self.busy, "served": self.served}
+            code = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
+            return respond(connection, code, json.dumps(body) + "\n", "application/json")
+        return self.gate.admit(connection, request, self.closing)
 
     # -- connections ---------------------------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
-        peer = _peer(ws)
-        reason = self._authorized(ws.request)
-        if reason is not None:
-            log.warning("%s rejected: %s", peer, reason)
-            await ws.close(CloseCode.POLICY_VIOLATION, reason)
-            return
-        log.info("%s connected", peer)
+        client = peer(ws)
+        log.info("%s connected", client)
+        closed = asyncio.ensure_future(ws.wait_closed())
         prev_total_ms: float | None = None
         try:
-            await ws.send(proto.packb(self._metadata))
+            await self._send(ws, proto.packb(self._metadata))
             while True:
-                message = await ws.recv()
-                t0 = time.perf_counter()
-                self._next_id += 1
-                rid = self._next_id
                 try:
-                    reply, what = await self._serve_one(message, ws)
-                except Exception as exc:  # a bug in this server: answer, log, and keep serving
-                    log.exception("%s #%d: unexpected error", peer, rid)
-                    self.errors += 1
-                    reply = proto.error_reply(proto.ERROR_INTERNAL, f"{type(exc).__name__}: {exc}")
-                    what = "internal_error"
-                if prev_total_ms is not None:
-                    reply["server_timing"]["prev_total_ms"] = prev_total_ms
-                t_pack = time.perf_counter()
+                    async with asyncio.timeout(self.idle_timeout):
+                        message = await ws.recv()
+                except TimeoutError:
+                    reason = f"idle timeout: no complete message in {self.idle_timeout:g} s"
+                    log.info("%s closed: %s", client, reason)
+                    await ws.close(CloseCode.POLICY_VIOLATION, reason)
+                    return
+                inbox = [message]  # _serve_one lets the raw message go once it is decoded
+                del message
+                self._answering += 1
                 try:
-                    data = proto.packb(reply)
-                except Exception as exc:  # a reply we cannot encode is our bug, not the client's
-                    log.exception("%s #%d: cannot encode reply", peer, rid)
-                    data = proto.packb(proto.error_reply(proto.ERROR_INTERNAL, f"cannot encode reply: {exc}"))
-                    what = "internal_error"
-                pack_ms = (time.perf_counter() - t_pack) * 1e3
-                await ws.send(data)
-                prev_total_ms = (time.perf_counter() - t0) * 1e3
-                st = reply.get("server_timing", {})
-                log.info(
-                    "%s #%d %s: infer %.1f ms, queue %.1f ms, unpack %.1f ms, pack %.1f ms, total %.1f ms, %d B out",
-                    peer,
-                    rid,
-                    what,
-                    st.get("infer_ms", 0.0),
-                    st.get("queue_ms", 0.0),
-                    st.get("unpack_ms", 0.0),
-                    pack_ms,
-                    prev_total_ms,
-                    len(data),
-                )
+                    prev_total_ms = await self._answer(ws, client, inbox, closed, prev_total_ms)
+                finally:
+                    self._answering -= 1
         except ConnectionClosed as exc:
             frame = exc.rcvd or exc.sent
-            log.info("%s disconnected (%s)", peer, f"close code {int(frame.code)}" if frame else "no close frame")
+            log.info("%s disconnected (%s)", client, f"close code {int(frame.code)}" if frame else "no close frame")
+        except ClientGoneError as exc:
+            log.info("%s %s", client, exc)
+        finally:
+            closed.cancel()
+            self.gate.release(ws)
 
-    async def _serve_one(self, message: Any, ws: ServerConnection) -> tuple[dict[str, Any], str]:
-        """Turn one message into one reply; never raises (except for a closed connection)."""
+    async def _answer(
+        self, ws: ServerConnection, client: str, inbox: list, closed: asyncio.Future, prev_total_ms: float | None
+    ) -> float:
+        """Serve one message and send its reply; return the total milliseconds (the next reply's prev_total_ms)."""
+        t0 = time.perf_counter()
+        self._next_id += 1
+        rid = self._next_id
+        try:
+            reply, what = await self._serve_one(inbox, ws, closed)
+        except ClientGoneError:
+            raise
+        except Exception as exc:  # a bug in this server: answer, log, and keep serving
+            log.exception("%s #%d: unexpected error", client, rid)
+            self.errors += 1
+            reply = proto.error_reply(proto.ERROR_INTERNAL, f"{type(exc).__name__}: {exc}")
+            what = "internal_error"
+        if prev_total_ms is not None:
+            reply["server_timing"]["prev_total_ms"] = prev_total_ms
+        t_pack = time.perf_counter()
+        try:
+            data = proto.packb(reply)
+        except Exception as exc:  # a reply we cannot encode is our bug, not the client's
+            log.exception("%s #%d: cannot encode reply", client, rid)
+            data = proto.packb(proto.error_reply(proto.ERROR_INTERNAL, f"cannot encode reply: {exc}"))
+            what = "internal_error"
+        pack_ms = (time.perf_counter() - t_pack) * 1e3
+        st = reply.get("server_timing", {})
+        del reply
+        await self._send(ws, data)
+        total_ms = (time.perf_counter() - t0) * 1e3
+        phases = [st.get(key, 0.0) for key in ("infer_ms", "queue_ms", "unpack_ms")]
+        log.info(
+            "%s #%d %s: infer %.1f ms, queue %.1f ms, unpack %.1f ms, pack %.1f ms, total %.1f ms, %d B out",
+            *(client, rid, what, *phases, pack_ms, total_ms, len(data)),
+        )
+        return total_ms
+
+    async def _send(self, ws: ServerConnection, data: bytes) -> None:
+        """Send ``data``; a client that does not take it within ``idle_timeout`` loses the connection."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                await ws.send(data)
+        except TimeoutError:
+            log.warning("%s did not take its reply within %g s: connection aborted", peer(ws), self.idle_timeout)
+            ws.transport.abort()
+            raise ClientGoneError("connection aborted: the reply was not taken") from None
+
+    async def _serve_one(self, inbox: list, ws: ServerConnection, closed: asyncio.Future) -> tuple[dict, str]:
+        """Turn the message in ``inbox`` into one reply; never raises (except ClientGoneError for a gone client).
+
+        Once decoded, neither the raw message nor its msgpack decoding is kept: a request waiting for the model holds
+        only its parsed inputs (one owned copy of the image).
+        """
+        message = inbox.pop()
         t0 = time.perf_counter()
         timing: dict[str, float] = {"infer_ms": 0.0, "queue_ms": 0.0, "unpack_ms": 0.0}
         decoded: Any = None
@@ -333,6 +425,7 @@ class SidecarServer:
                 proto.ERROR_BAD_REQUEST, str(exc), timing, proto.timestamp_of(decoded)
             ), f"bad_request ({exc})"
         timing["unpack_ms"] = (time.perf_counter() - t0) * 1e3
+        del message, decoded
         if isinstance(request, proto.Control):
             return {"__ack__": request.name, "server_timing": timing}, f"control {request.name}"
 
@@ -342,7 +435,9 @@ class SidecarServer:
             return proto.error_reply(
                 proto.ERROR_UNAVAILABLE, "the server is shutting down", timing, request.timestamp
             ), what
-        job = _Job(fn=self._call(request), future=asyncio.get_running_loop().create_future(), connection=ws)
+        future = asyncio.get_running_loop().create_future()
+        job = Job(fn=model_call(self.backend, request), future=future, connection=ws)
+        self._jobs.add(job)
         assert self._queue is not None
         try:
             self._queue.put_nowait(job)
@@ -351,72 +446,55 @@ class SidecarServer:
             message = f"busy: {self.queue_size} request(s) already waiting for the model; retry later"
             return proto.error_reply(proto.ERROR_BUSY, message, timing, request.timestamp), what + " -> busy"
         try:
-            result = await job.future
+            result = await self._wait(job, closed)
+        except ClientGoneError:
+            raise
         except Exception as exc:
-            timing.update(_job_timing(job))
-            kind, text = _classify(exc)
+            timing.update(job.timing_ms())
+            kind, text = classify(exc)
             if kind == proto.ERROR_INTERNAL:
                 log.error("model call failed unexpectedly", exc_info=exc)
             self.errors += 1
             return proto.error_reply(kind, text, timing, request.timestamp), f"{what} -> {kind} ({text})"
-        finally:
-            if not job.future.done():
-                job.future.cancel()
-        timing.update(_job_timing(job))
+        timing.update(job.timing_ms())
         timing.update(proto.model_timing_ms(result.timing))
         self.served += 1
         if request.mode == "policy":
             return proto.policy_reply(request, result, timing), what + " -> ok"
         return proto.forward_dynamics_reply(request, result, timing), what + " -> ok"
 
-    def _call(self, request: proto.Request) -> Callable[[], Any]:
-        backend = self.backend
-        if request.mode == "policy":
-            return lambda: backend.policy(
-                request.image,
-                request.settings,
-                observation_stamp=request.timestamp,
-                return_video=request.return_video,
-                state=request.state,
-            )
-        return lambda: backend.forward_dynamics(
-            request.image, request.actions, request.settings, observation_stamp=request.timestamp
-        )
+    async def _wait(self, job: Job, closed: asyncio.Future) -> Any:
+        """The result, within ``request_timeout`` of its arrival; ClientGoneError when the client leaves first.
 
+        Both ends come as the job's exception (set by a callback), so the common case is a plain await."""
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
 
-class _UnavailableError(RuntimeError):
-    """The server is stopping."""
+        def end(exc: Exception) -> None:
+            if not job.future.done():
+                job.future.set_exception(exc)
 
+        def gone(_: object) -> None:
+            end(ClientGoneError("disconnected while its request waited; request dropped"))
 
-def _timed(job: _Job) -> Any:
-    t0 = time.perf_counter()
-    try:
-        return job.fn()
-    finally:
-        job.infer_s = time.perf_counter() - t0
+        def late() -> None:
+            if not job.started:
+                text = f"busy: waited {self.request_timeout:g} s in the queue (request_timeout); retry later"
+                end(RequestTimeoutError(proto.ERROR_BUSY, text))
+            else:
+                text = f"the model call did not finish within request_timeout ({self.request_timeout:g} s)"
+                end(RequestTimeoutError(proto.ERROR_MODEL, text + "; result discarded"))
 
-
-def _job_timing(job: _Job) -> dict[str, float]:
-    queue_s = (job.started - job.enqueued) if job.started else (time.perf_counter() - job.enqueued)
-    return {"infer_ms": job.infer_s * 1e3, "queue_ms": max(queue_s, 0.0) * 1e3}
-
-
-def _classify(exc: BaseException) -> tuple[str, str]:
-    """Error reply type and message for an exception raised by a model call."""
-    text = f"{exc}" or type(exc).__name__
-    if isinstance(exc, _UnavailableError):
-        return proto.ERROR_UNAVAILABLE, text
-    if isinstance(exc, NonFiniteOutputError):
-        return proto.ERROR_NON_FINITE, text
-    if isinstance(exc, ValueError):
-        return proto.ERROR_BAD_REQUEST, text
-    if isinstance(exc, BackendError):
-        return proto.ERROR_MODEL, text
-    return proto.ERROR_INTERNAL, f"{type(exc).__name__}: {text}"
-
-
-def _peer(ws: ServerConnection) -> str:
-    addr = ws.remote_address
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"{addr[0]}:{addr[1]}"
-    return str(addr)
+        closed.add_done_callback(gone)
+        timer = loop.call_at(loop.time() + job.enqueued + self.request_timeout - time.perf_counter(), late)
+        try:
+            return await job.future
+        except ClientGoneError:
+            self.dropped += self._queue.remove(job)
+            raise
+        finally:
+            timer.cancel()
+            closed.remove_done_callback(gone)
+            self._queue.remove(job)  # leaves the queue at once: never run, its memory released
+            if not job.future.done():
+                job.future.cancel()

@@ -1,6 +1,6 @@
 # Copyright 2026 The cosmos3_ros Authors
 # SPDX-License-Identifier: Apache-2.0
-"""``cosmos3-ros params``: every setting of the package from the one schema, as text, Markdown or a YAML file.
+"""``cosmos3-ros settings``: every setting of the package from the one schema, as text, Markdown or a YAML file.
 
 ``--yaml`` prints a complete, commented parameter file of the node at its defaults (a starting point for your own);
 ``--markdown`` prints the README's tables (a test keeps the README equal to it).
