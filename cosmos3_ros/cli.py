@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "settings": "cosmos3_ros.commands.settings",
     "validate-params": "cosmos3_ros.commands.validate_params",
     "bag": "cosmos3_ros.commands.bag",
+    "sim": "cosmos3_ros.commands.sim",
+    "fleet": "cosmos3_ros.commands.fleet",
     "topic": "cosmos3_ros.commands.ros_tools:topic",
     "lifecycle": "cosmos3_ros.commands.ros_tools:lifecycle",
     "param": "cosmos3_ros.commands.ros_tools:param",

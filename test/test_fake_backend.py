@@ -165,3 +165,19 @@ def test_node_side_sidecar_backend_sends_the_token_from_the_environment(monkeypa
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
+
+
+def test_policy_batch_is_exact_per_sample_and_refuses_incompatible_calls(frame):
+    from cosmos3_ros.core.backend import PolicyCall, run_batch
+
+    fake = FakeBackend(latency_s=0.05)
+    s = PolicySettings(num_steps=2)
+    calls = [PolicyCall(frame, s.replace(prompt=f"task {i}", seed=i)) for i in range(3)]
+    t0 = time.perf_counter()
+    batched = run_batch(fake, calls)
+    elapsed = time.perf_counter() - t0
+    assert fake.batches == [3] and elapsed < 0.14  # one latency for the batch
+    for call, chunk in zip(calls, batched, strict=True):
+        np.testing.assert_array_equal(chunk.actions, FakeBackend().policy(frame, call.settings).actions)
+    with pytest.raises(ValueError, match="call 1 cannot share a batch"):
+        fake.policy_batch([calls[0], PolicyCall(frame, s.replace(num_steps=3))])

@@ -23,12 +23,13 @@ import hashlib
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cosmos3_ros.core.backend import BackendError
+from cosmos3_ros.core.backend import BackendError, PolicyCall, batch_key
 from cosmos3_ros.core.results import ActionChunk, Forecast, ModelInfo, NonFiniteOutputError, Timing
 from cosmos3_ros.core.schema import DOMAIN_ACTION_WIDTH
 from cosmos3_ros.core.settings import PolicySettings, validate_actions, validate_image
@@ -63,6 +64,9 @@ class FakeBackend:
         self._closed = threading.Event()
         self._warming = False
         self._mode_latency: dict[str, float] = {}
+        self._tls = threading.local()
+        #: Sizes of the policy_batch calls, in order.
+        self.batches: list[int] = []
 
     # -- fault injection ------------------------------------------------------------------------------------------
 
@@ -144,6 +148,30 @@ class FakeBackend:
         total = time.perf_counter() - t0
         return ActionChunk(actions, settings, Timing(denoise_s=total, total_s=total), observation_stamp, video)
 
+    def policy_batch(self, calls: Sequence[PolicyCall]) -> list[ActionChunk]:
+        """Each call as :meth:`policy` answers it alone (one latency for the batch); ValueError for a call that is
+        not batch-compatible with the first."""
+        calls = list(calls)
+        if not calls:
+            return []
+        key = batch_key(calls[0])
+        for i, call in enumerate(calls[1:], 1):
+            if batch_key(call) != key:
+                raise ValueError(f"call {i} cannot share a batch with call 0 (shapes or sampling schedule differ)")
+        with self._lock:
+            self.batches.append(len(calls))
+        latency = self._mode_latency.get("policy", self.latency_s)
+        if latency and self._closed.wait(latency):
+            raise BackendError("fake backend closed during a call")
+        self._tls.in_batch = True
+        try:
+            return [
+                self.policy(c.image, c.settings, observation_stamp=c.observation_stamp, state=c.state, prefix=c.prefix)
+                for c in calls
+            ]
+        finally:
+            self._tls.in_batch = False
+
     def forward_dynamics(
         self,
         image: np.ndarray,
@@ -186,7 +214,7 @@ class FakeBackend:
             fault = None
             if self._faults and not self._warming and self._faults[0][2] in (None, mode):
                 fault = self._faults.popleft()
-        latency = self._mode_latency.get(mode, self.latency_s)
+        latency = 0.0 if getattr(self._tls, "in_batch", False) else self._mode_latency.get(mode, self.latency_s)
         if latency and self._closed.wait(latency):
             raise BackendError("fake backend closed during a call")
         if fault is None:

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -69,6 +70,64 @@ class PolicyBackend(Protocol):
     def close(self) -> None:
         """Release the model or connection."""
         ...
+
+
+@dataclass(frozen=True)
+class PolicyCall:
+    """One sample of a batched policy call: the arguments of :meth:`PolicyBackend.policy`."""
+
+    image: np.ndarray
+    settings: PolicySettings
+    observation_stamp: float | None = None
+    state: np.ndarray | None = None
+    prefix: np.ndarray | None = None
+
+
+@runtime_checkable
+class BatchedPolicy(Protocol):
+    """Optional: a backend that runs several policy calls (several robots) in one model call.
+
+    ``policy_batch(calls)`` returns one ActionChunk per call, in order, each exactly what ``policy`` returns for
+    that call alone (same seed, same actions). Calls must be batch-compatible (:func:`batch_key` equal); a
+    ValueError says which one is not.
+    """
+
+    def policy_batch(self, calls: Sequence[PolicyCall]) -> list[ActionChunk]:
+        """One ActionChunk per call (exact per sample)."""
+        ...
+
+
+def batch_key(call: PolicyCall) -> tuple:
+    """Calls with equal keys can share one batched model call: the same shapes and sampling schedule (what may
+    differ per sample: prompt, negative prompt, seed, state, prefix values, the image's pixels)."""
+    s = call.settings
+    prefix_rows = 0 if call.prefix is None else len(call.prefix)
+    return (
+        tuple(call.image.shape),
+        s.domain_name,
+        s.action_chunk_size,
+        s.action_width,
+        s.fps,
+        s.image_size,
+        s.num_steps,
+        s.guidance,
+        s.shift,
+        s.view_point,
+        s.use_system_prompt,
+        s.use_state,
+        s.conditioning,
+        prefix_rows,
+    )
+
+
+def run_batch(backend: PolicyBackend, calls: Sequence[PolicyCall]) -> list[ActionChunk]:
+    """``backend.policy_batch(calls)`` where the backend batches, else one ``policy`` call after the other."""
+    if isinstance(backend, BatchedPolicy):
+        return backend.policy_batch(calls)
+    return [
+        backend.policy(c.image, c.settings, observation_stamp=c.observation_stamp, state=c.state, prefix=c.prefix)
+        for c in calls
+    ]
 
 
 @runtime_checkable
