@@ -103,8 +103,10 @@ def test_request_publish_replan_and_no_duplicate_requests():
     assert req is not None and req.stamp == 1.0
     assert c.step(1.06)[0] is None  # one in flight at most
     [traj] = c.complete(req, _chunk(), None, now=1.5)
-    assert traj.stamp == 1.0 and traj.positions.shape == (16, 10) and traj.kind == "chunk"
-    np.testing.assert_allclose(traj.times[:2], [0.2, 0.4])
+    # rows 0 and 1 (1.2, 1.4) were due before the chunk arrived: dropped; the first chunk starts at row 2
+    assert traj.stamp == 1.0 and traj.positions.shape == (14, 10) and traj.kind == "chunk"
+    np.testing.assert_allclose(traj.times[:2], [0.6, 0.8])
+    assert traj.velocities.shape == traj.positions.shape and c.last_join["consumed_rows"] == 2
     c.add_frame("cam", 2.45, IMG)
     assert c.step(2.5)[0] is None  # 7 points due (1.2..2.4): not yet
     req2, _ = c.step(2.6)  # 8 points due -> replan from the newest observation

@@ -20,7 +20,7 @@ from cosmos3_ros.control.loop import LoopOptions, PolicyLoop
 from cosmos3_ros.core.images import DecodeOptions
 from cosmos3_ros.core.schema import SettingsError, resolve_values
 from cosmos3_ros.core.settings import PolicySettings
-from cosmos3_ros.core.trajectory import ActionMapping, default_joint_names
+from cosmos3_ros.core.trajectory import ActionMapping, RateLimits, default_joint_names
 
 __all__ = [
     "SettingsError",
@@ -94,6 +94,11 @@ def controller_config(values: dict[str, Any], settings: PolicySettings | None = 
         max_clock_skew=float(values["max_clock_skew"]),
         action_space=values["action_space"],
         state_joints=tuple(values["state_joint_names"]),
+        rtc=bool(values["rtc"]),
+        rtc_delay=int(values["rtc_delay"]),
+        execution_horizon=int(values["execution_horizon"]),
+        rate_limits=RateLimits.build(mapping.width, values["max_velocity"], values["max_acceleration"]),
+        accelerations=bool(values["trajectory_accelerations"]),
     )
 
 
@@ -128,6 +133,19 @@ def check_values(values: dict[str, Any]) -> None:
     loop_options(values)
     if values["use_state"] and not values["joint_states_topic"]:
         raise ValueError("use_state needs the robot state: set joint_states_topic (sensor_msgs/JointState)")
+    chunk, replan = int(values["action_chunk_size"]), controller_config(values).replan_every
+    horizon = int(values["execution_horizon"]) or chunk - replan
+    if values["rtc"]:
+        if horizon < 1 or horizon >= chunk:
+            raise ValueError(
+                f"rtc: execution_horizon {horizon} must be in [1, action_chunk_size - 1 = {chunk - 1}] (replan_every "
+                f"{replan} leaves {chunk - replan} rows of a chunk to give to the next)"
+            )
+        if int(values["rtc_delay"]) > horizon:
+            raise ValueError(
+                f"rtc: rtc_delay {values['rtc_delay']} exceeds execution_horizon {horizon}: the chunk cannot cover the "
+                "inference delay (raise action_chunk_size, lower replan_every, or leave rtc_delay at 0 to estimate)"
+            )
     if values["action_space"] == "ee_pose" and values["use_state"]:
         raise ValueError("use_state with action_space ee_pose: no released checkpoint takes a pose state row")
     if values["action_space"] == "ee_pose":

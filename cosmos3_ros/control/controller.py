@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cosmos3_ros.control.chunking import MIN_LEAD_S, DelayEstimator, Plan, boundary_jump, join
 from cosmos3_ros.core.clip_buffer import ClipBuffer, FrameRejectedError, Observation, check_stamp
 from cosmos3_ros.core.compose import compose
 from cosmos3_ros.core.poses import relative_to_absolute
 from cosmos3_ros.core.results import ActionChunk
 from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.core.stats import Counters
-from cosmos3_ros.core.trajectory import ActionMapping, Trajectory, chunk_times
+from cosmos3_ros.core.trajectory import ActionMapping, RateLimits, Trajectory
 
 STAMP_MODES = ("observation", "now")
 #: A clock that goes back by more than this (seconds) is a jump: a looping bag, a simulator reset.
@@ -61,6 +62,13 @@ class ControllerConfig:
     max_clock_skew: float = 1.0
     action_space: str = "joint_pos"
     state_joints: tuple[str, ...] = ()
+    #: Real-time chunking (see :mod:`cosmos3_ros.control.chunking`): fixed delay in steps (0: estimated), the
+    #: most rows given as prefix (0: action_chunk_size - replan_every).
+    rtc: bool = False
+    rtc_delay: int = 0
+    execution_horizon: int = 0
+    rate_limits: RateLimits | None = None
+    accelerations: bool = False
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -84,6 +92,12 @@ class ControllerConfig:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if self.stamp_mode not in STAMP_MODES:
             raise ValueError(f"trajectory_stamp {self.stamp_mode!r} unknown; expected one of {list(STAMP_MODES)}")
+        if self.rtc and self.action_space != "joint_pos":
+            raise ValueError("rtc needs absolute actions (action_space joint_pos): relative poses cannot be given back")
+        if self.rtc and (self.mapping.scale == 0).any():
+            raise ValueError("rtc gives commanded positions back to the model: action_scale must not contain 0")
+        if self.rate_limits is not None and len(self.rate_limits.max_velocity) != self.mapping.width:
+            raise ValueError("max_velocity / max_acceleration must have one value per joint")
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -107,6 +121,17 @@ class InferenceRequest:
     state: np.ndarray | None = None
     #: ee_pose action space: the end-effector pose the relative pose actions start from (position, xyzw, frame).
     reference_pose: tuple[np.ndarray, np.ndarray, str] | None = None
+    #: RTC: the first rows of the chunk, known (model units), and the grid base of the chunk (row j is due at
+    #: ``base + (j + 1) / fps``; without RTC the observation stamp).
+    prefix: np.ndarray | None = None
+    base: float | None = None
+    #: Node-clock time the request was made (the delay estimate measures from here).
+    made_at: float | None = None
+
+    @property
+    def grid_base(self) -> float:
+        """Time of row -1 of the chunk (row j is due at ``grid_base + (j + 1) / fps``)."""
+        return self.stamp if self.base is None else self.base
 
 
 class PolicyController:
@@ -125,7 +150,12 @@ class PolicyController:
         self._armed = True
         self._commanding = False
         self._current: Trajectory | None = None
+        self._plan: Plan | None = None
         self._last_command: np.ndarray | None = None
+        self.delay = DelayEstimator()
+        #: How the last chunk joined the one before: prefix rows given, rows already due when it arrived, the
+        #: largest joint difference at the switch (None without a previous chunk), velocity/acceleration clamps.
+        self.last_join: dict[str, float | int | None] = {}
         self._in_flight: InferenceRequest | None = None
         self._last_request_stamp = float("-inf")
         self._next_id = 1
@@ -261,9 +291,11 @@ class PolicyController:
             self._state = None
             self._pose = None
             self._current = None
+            self._plan = None
             self._in_flight = None
             self._last_request_stamp = float("-inf")
             self._last_now = now
+            self.delay.reset()
             self.counters.inc("clock_jumps")
             self.last_error = f"the clock jumped back to {now:.3f}: buffered frames dropped"
             return out
@@ -303,25 +335,22 @@ class PolicyController:
                 self.last_error = f"{type(error).__name__}: {error}" if error is not None else "no chunk"
                 return self._hold(now, "backend_failure")
             try:
-                traj = self._to_trajectory(chunk, request)
+                plan, poses, frame = self._to_plan(chunk, request)
             except ValueError as exc:
                 self.counters.inc("invalid_chunks")
                 self.last_error = f"invalid chunk: {exc}"
                 return self._hold(now, "invalid_chunk")
             self.consecutive_errors = 0
+            if request.made_at is not None:
+                self.delay.add(now - request.made_at)
             if not self._armed:
                 self.counters.inc("discarded_disarmed")
                 return []
-            if traj.end_time <= now:
+            if plan.times()[-1] <= now + MIN_LEAD_S:
                 self.counters.inc("stale_chunks")
                 self.last_error = f"chunk from observation {request.stamp:.3f} arrived after its last point ({now:.3f})"
                 return []
-            if self.config.stamp_mode == "now":
-                traj = _restamp_now(traj, now)
-            self._current = traj
-            self._commanding = True
-            self.counters.inc("chunks_published")
-            return [traj]
+            return self._publish(plan, poses, frame, request, now)
 
     def command_at(self, now: float) -> np.ndarray | None:
         """Interpolated command at ``now`` while commanding (for JointState streaming), else None."""
@@ -335,17 +364,19 @@ class PolicyController:
     def next_request_time(self) -> float | None:
         """When the next chunk will be requested (the time the replan_every-th point is due), if known."""
         with self._lock:
-            cur = self._current
-            if cur is None or not self._commanding or cur.stamp is None:
+            plan = self._plan
+            if plan is None or not self._commanding:
                 return None
-            return float(cur.point_times()[self.config.replan_every - 1])
+            return float(plan.times()[min(self.config.replan_every, len(plan.positions)) - 1])
 
     def release(self) -> None:
         """Forget the current chunk and any in-flight request (e.g. on cleanup)."""
         with self._lock:
             self._commanding = False
             self._current = None
+            self._plan = None
             self._in_flight = None
+            self.delay.reset()
 
     def stop(self, now: float, reason: str = "stopped") -> list[Trajectory]:
         """Stop commanding in one step: one hold if commanding, then forget the chunk and any in-flight request.
@@ -362,10 +393,10 @@ class PolicyController:
     # -- internals --------------------------------------------------------------------------
 
     def _replan_due(self, now: float) -> bool:
-        cur = self._current
-        if cur is None or not self._commanding:
+        plan = self._plan
+        if plan is None or not self._commanding:
             return True
-        return cur.points_due(now) >= self.config.replan_every
+        return int(np.searchsorted(plan.times(), now, side="right")) >= self.config.replan_every
 
     def _make_request(self, now: float) -> InferenceRequest | None:
         obs, reason = self.buffer.observation(now, self.config.max_observation_age, self.config.sync_tolerance)
@@ -398,28 +429,112 @@ class PolicyController:
             self.counters.inc("no_observation.compose_failed")
             self.last_error = f"compose failed: {exc}"
             return None
-        req = InferenceRequest(self._next_id, image, obs.stamp, self._settings, obs, state, pose)
+        base, prefix = self._rtc_prefix(obs.stamp, now)
+        req = InferenceRequest(self._next_id, image, obs.stamp, self._settings, obs, state, pose, prefix, base, now)
         self._next_id += 1
         self._last_request_stamp = obs.stamp
         self._in_flight = req
         self.counters.inc("requests")
         return req
 
-    def _to_trajectory(self, chunk: ActionChunk, request: InferenceRequest) -> Trajectory:
+    def _rtc_prefix(self, stamp: float, now: float) -> tuple[float | None, np.ndarray | None]:
+        """RTC: the grid base of the next chunk (continuing the current one's) and its known first rows."""
+        plan, cfg = self._plan, self.config
+        if not cfg.rtc or plan is None or not self._commanding:
+            return None, None
+        chunk = self._settings.action_chunk_size
+        if abs(plan.dt - 1.0 / self._settings.fps) > 1e-9:
+            return None, None  # fps changed at run time: grids differ, start afresh
+        base, m = plan.snap(stamp)
+        cap = min(cfg.execution_horizon or chunk - cfg.replan_every, chunk - 1)
+        d = cfg.rtc_delay or self.delay.delay_steps(now - base, plan.dt)
+        if d is None:  # no latency measured yet: give every remaining row (overestimating d is safe)
+            d = len(plan.positions) - m
+        if d > cap:
+            self.note(
+                "rtc.delay_capped",
+                f"rtc: the inference delay ({d} steps) exceeds what the chunk leaves ({cap}): the join will jump; "
+                "raise action_chunk_size or lower replan_every",
+            )
+        d = int(min(max(d, 1), cap))
+        return base, self.config.mapping.to_model(plan.rows(m, d))
+
+    def _to_plan(self, chunk: ActionChunk, request: InferenceRequest) -> tuple[Plan, np.ndarray | None, str]:
         actions = chunk.actions
         expected = (request.settings.action_chunk_size, self.config.mapping.width)
         if actions.shape != expected:
             raise ValueError(f"actions of shape {actions.shape}, expected {expected}")
         if not np.isfinite(actions).all():
             raise ValueError("actions contain non-finite values")
+        if request.prefix is not None:
+            d = len(request.prefix)
+            if np.abs(actions[:d] - request.prefix).max() > 1e-4:
+                self.note("rtc.prefix_ignored", "rtc: the backend did not return the given prefix rows unchanged")
+        clipped = self.config.mapping.clipped(actions)
+        if clipped:
+            self.counters.inc("clamps.position", clipped)
         positions = self.config.mapping.apply(actions)
-        times = chunk_times(len(positions), request.settings.fps)
         poses, frame = None, ""
         if request.reference_pose is not None:
             position, quaternion, frame = request.reference_pose
             poses = relative_to_absolute(positions[:, :POSE_DIMS], position, quaternion)
-        names = self.config.mapping.joint_names
-        return Trajectory(names, positions, times, request.stamp, request.request_id, "chunk", poses, frame)
+        return Plan(request.grid_base, 1.0 / request.settings.fps, positions), poses, frame
+
+    def _publish(
+        self, plan: Plan, poses: np.ndarray | None, frame: str, request: InferenceRequest, now: float
+    ) -> list[Trajectory]:
+        """Join ``plan`` to what is commanded now and make it the current chunk."""
+        start = None
+        if self._commanding and self._current is not None:
+            start = self._current.sample_with_velocity(now, before=self._last_command)
+        elif self._last_command is not None:  # after a hold: from where the robot was left
+            start = (self._last_command.copy(), np.zeros_like(self._last_command))
+        joined = join(
+            plan,
+            start,
+            now,
+            request.request_id,
+            self.config.mapping,
+            self.config.rate_limits,
+            self.config.accelerations,
+        )
+        traj, plan = joined.trajectory, joined.plan
+        if poses is not None:
+            kept_poses = poses[joined.kept]
+            if joined.prepended:  # the pose of the last point due: where the arm is being sent now
+                cur = self._current
+                lead = kept_poses[:1]
+                if cur is not None and cur.poses is not None:
+                    lead = cur.poses[max(0, cur.points_due(now) - 1)][None, :]
+                kept_poses = np.concatenate([lead, kept_poses])
+            traj = dataclasses.replace(traj, poses=kept_poses, frame_id=frame)
+        for key, n in (
+            ("clamps.velocity", joined.velocity_clamps),
+            ("clamps.acceleration", joined.acceleration_clamps),
+        ):
+            if n:
+                self.counters.inc(key, n)
+        prefix_rows = 0 if request.prefix is None else len(request.prefix)
+        jump = boundary_jump(self._plan if self._commanding else None, plan, now)
+        self.last_join = {
+            "prefix_rows": prefix_rows,
+            "consumed_rows": joined.consumed,
+            "boundary_jump": jump,
+            "velocity_clamps": joined.velocity_clamps,
+            "acceleration_clamps": joined.acceleration_clamps,
+        }
+        if prefix_rows and joined.consumed > prefix_rows:
+            self.note(
+                "rtc.late_chunks",
+                f"rtc: the chunk arrived {joined.consumed} steps in, after its {prefix_rows} given rows: it joins "
+                "with a jump (the delay estimate was too low)",
+            )
+        if self.config.stamp_mode == "now":
+            traj = _restamp_now(traj, now)
+        self._current, self._plan = traj, plan
+        self._commanding = True
+        self.counters.inc("chunks_published")
+        return [traj]
 
     def _hold(self, now: float, reason: str) -> list[Trajectory]:
         if not self._commanding or self._current is None:
@@ -434,8 +549,19 @@ class PolicyController:
         pose = None
         if cur.poses is not None:  # the pose of the last point due: where the arm was sent
             pose = cur.poses[max(0, cur.points_due(now) - 1)][None, :].copy()
-        hold = Trajectory(cur.joint_names, last[None, :].copy(), np.array([1e-3]), None, cur.chunk_id, "hold", pose)
-        return [dataclasses.replace(hold, frame_id=cur.frame_id)]
+        hold = Trajectory(
+            cur.joint_names,
+            last[None, :].copy(),
+            np.array([1e-3]),
+            None,
+            cur.chunk_id,
+            "hold",
+            pose,
+            cur.frame_id,
+            velocities=np.zeros((1, len(last))),
+            accelerations=np.zeros((1, len(last))) if self.config.accelerations else None,
+        )
+        return [hold]
 
 
 def _check(config: ControllerConfig, settings: PolicySettings) -> None:
@@ -453,6 +579,16 @@ def _check(config: ControllerConfig, settings: PolicySettings) -> None:
 def _restamp_now(traj: Trajectory, now: float) -> Trajectory:
     """Same absolute schedule, expressed from ``now``: points already due are dropped."""
     abs_t = traj.point_times()
-    keep = abs_t > now
+    keep = abs_t >= now
     poses = None if traj.poses is None else traj.poses[keep]
-    return dataclasses.replace(traj, positions=traj.positions[keep], times=abs_t[keep] - now, stamp=now, poses=poses)
+    vel = None if traj.velocities is None else traj.velocities[keep]
+    acc = None if traj.accelerations is None else traj.accelerations[keep]
+    return dataclasses.replace(
+        traj,
+        positions=traj.positions[keep],
+        times=abs_t[keep] - now,
+        stamp=now,
+        poses=poses,
+        velocities=vel,
+        accelerations=acc,
+    )

@@ -42,6 +42,11 @@ class ChunkRecord:
     forecast: str = "not_due"
     forecast_s: float | None = None
     completed_stamp: float | None = None
+    #: How the chunk joined the running one (see :mod:`cosmos3_ros.control.chunking`): rows given to the model
+    #: (real-time chunking), rows already due when it arrived, the largest joint difference at the switch.
+    prefix_rows: int = 0
+    consumed_rows: int | None = None
+    boundary_jump: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what the recorder writes on ``~/chunk_timing``)."""

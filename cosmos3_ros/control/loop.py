@@ -210,7 +210,12 @@ class PolicyLoop:
         error: BaseException | None = None
         try:
             chunk = self.backend.policy(
-                request.image, settings, observation_stamp=request.stamp, return_video=want_video, state=request.state
+                request.image,
+                settings,
+                observation_stamp=request.stamp,
+                return_video=want_video,
+                state=request.state,
+                prefix=request.prefix,
             )
         except Exception as exc:  # any backend failure becomes a hold, never a crash
             error = exc
@@ -220,6 +225,7 @@ class PolicyLoop:
         out = self.controller.complete(request, chunk, error, now)
         self._emit(out, now)
         published = [t for t in out if t.kind == "chunk"]
+        join = self.controller.last_join if published else {}
         forecast, forecast_s = "not_due", None
         if published and chunk is not None:
             self._published += 1
@@ -235,6 +241,9 @@ class PolicyLoop:
             forecast=forecast,
             forecast_s=forecast_s,
             completed_stamp=now,
+            prefix_rows=0 if request.prefix is None else len(request.prefix),
+            consumed_rows=join.get("consumed_rows"),
+            boundary_jump=join.get("boundary_jump"),
         )
         self.sink.chunk_done(record)
         return record

@@ -111,6 +111,7 @@ def batch_key(call: PolicyCall) -> tuple:
         s.image_size,
         s.num_steps,
         s.guidance,
+        s.guidance_steps,
         s.shift,
         s.view_point,
         s.use_system_prompt,

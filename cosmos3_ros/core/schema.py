@@ -16,7 +16,8 @@ is derived from this table (the model of quality is generate_parameter_library's
 
 Scopes: ``model`` (what is loaded), ``sampling`` (one model call), ``controller`` (inputs, timing and outputs of the
 loop), ``monitoring`` (forecasts, drift, recording), ``node`` (the ROS node itself), ``backend`` (where the model
-runs, from the node's side), ``server`` (the sidecar server; command-line only, not node parameters).
+runs, from the node's side), ``server`` (the sidecar server; command-line only, not node parameters), ``fleet``
+(``cosmos3-ros fleet``: replicas, batching across robots and the Ray cluster; command-line only).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SCOPES: tuple[str, ...] = ("model", "sampling", "controller", "monitoring", "node", "backend", "server")
+SCOPES: tuple[str, ...] = ("model", "sampling", "controller", "monitoring", "node", "backend", "server", "fleet")
 KINDS: tuple[str, ...] = ("bool", "int", "float", "str", "str_list", "float_list")
 
 #: Scopes that are node parameters (``server`` settings are flags of ``cosmos3-ros sidecar`` only).
@@ -310,6 +311,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How the caption and the frame are prepared: diffusers (the 0.42.1 pipeline: JSON caption, frame resized "
             "to 16-pixel multiples) or cosmos_framework (NVIDIA's policy server: plain caption, frame padded, never "
             "resized).", "sampling", request=True, choices=("diffusers", "cosmos_framework")),
+    Setting("guidance_steps", "int", 0,
+            "Classifier-free guidance on the first N denoising steps only (opt-in: changes the actions; NVIDIA's "
+            "Edge DROID server guides the first of 4 steps, --guidance-interval 960 1001).", "sampling",
+            runtime=True, request=True, minimum=1, maximum=200, zero="every step"),
     # -- backend: where the model runs, seen from the node -------------------------------------------------------
     Setting("backend", "str", "in_process",
             "Where the model runs: in_process (this process), sidecar (a websocket policy server), fake (a "
@@ -387,8 +392,31 @@ SETTINGS: tuple[Setting, ...] = (
             "controller", topic=True),
     Setting("trajectory_stamp", "str", "observation",
             "observation: header.stamp is the observation time and time_from_start counts from it; now: the stamp "
-            "is the publish time and points already due are dropped.", "controller",
+            "is the publish time. Either way a chunk's rows already due when it arrives are dropped and its first "
+            "point is the command of that moment, so it continues from what was commanded.", "controller",
             choices=("observation", "now")),
+    Setting("rtc", "bool", False,
+            "Real-time chunking: the rows of the running chunk that execute while the model computes the next one "
+            "(the inference delay) are given to the model as known rows, so the next chunk starts exactly where "
+            "this one will be (hard inpainting; joint_pos only).", "controller"),
+    Setting("rtc_delay", "int", 0,
+            "rtc: the inference delay in policy steps.", "controller", minimum=1, maximum=127,
+            zero="estimated: ceil((request age + p95 of the last 20 latencies) / step) + 1, the cold call excluded"),
+    Setting("execution_horizon", "int", 0,
+            "rtc: the most rows of the running chunk given to the next one (caps the delay).", "controller",
+            minimum=1, maximum=127, zero="action_chunk_size - replan_every"),
+    Setting("max_velocity", "float_list", [],
+            "Per-joint velocity limit of the commands (robot units/s; empty: none); every clamp is counted.",
+            "controller", max_length=64),
+    Setting("max_acceleration", "float_list", [],
+            "Per-joint acceleration limit of the commands (robot units/s^2; empty: none); every clamp is counted.",
+            "controller", max_length=64),
+    Setting("trajectory_accelerations", "bool", False,
+            "Also send accelerations on every JointTrajectory point (joint_trajectory_controller then interpolates "
+            "quintic instead of cubic); velocities are always sent.", "controller"),
+    Setting("dry_run", "bool", False,
+            "Command nothing: publish what would be commanded on ~/dry_run/joint_trajectory (and "
+            "~/dry_run/joint_command) instead.", "controller"),
     # -- monitoring: forecasts, drift, recording ------------------------------------------------------------------
     Setting("forecast_every", "int", 1, "Forecast the frames of every k-th published chunk (0: off).", "monitoring",
             runtime=True, minimum=0, maximum=1000),
@@ -432,6 +460,34 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("request_timeout", "float", 600.0,
             "Longest a request may wait in the queue and run before it is answered with an error.", "server",
             minimum=1.0, maximum=86400.0, unit="s"),
+    # -- fleet: cosmos3-ros fleet (Ray Serve) ----------------------------------------------------------------------
+    Setting("num_replicas", "int", 0, "Model replicas, each on its own GPU (or replica_cpus CPUs with device cpu).",
+            "fleet", minimum=1, maximum=1024, zero="one per GPU of the Ray cluster, one if it has none"),
+    Setting("autoscaling", "bool", False,
+            "Let Ray Serve scale the model replicas between min_replicas and max_replicas by the requests each "
+            "holds (target_ongoing_requests), instead of a fixed num_replicas.", "fleet"),
+    Setting("min_replicas", "int", 1, "autoscaling: fewest model replicas (each stays warm).", "fleet", minimum=1,
+            maximum=1024),
+    Setting("max_replicas", "int", 0, "autoscaling: most model replicas.", "fleet", minimum=1, maximum=1024,
+            zero="one per GPU of the Ray cluster, one if it has none"),
+    Setting("target_ongoing_requests", "float", 0.0,
+            "autoscaling: requests per replica (running or waiting in it) Ray Serve scales towards.", "fleet",
+            minimum=0.5, maximum=1024.0, zero="max_batch_size"),
+    Setting("max_batch_size", "int", 8,
+            "Requests of different robots a replica runs as one batched model call, at most (1: no batching "
+            "across robots). Only requests with the same shapes and sampling schedule share a call.", "fleet",
+            minimum=1, maximum=256),
+    Setting("batch_wait_timeout_s", "float", 0.01,
+            "How long a replica waits for more requests to fill a batch once the first one is there (a lone "
+            "robot's request waits this long too).", "fleet", minimum=0.0, maximum=10.0, unit="s"),
+    Setting("replica_cpus", "float", 1.0, "CPUs Ray reserves for each model replica.", "fleet", minimum=0.0,
+            maximum=1024.0),
+    Setting("gateway_replicas", "int", 1,
+            "Websocket front replicas (each holds up to max_connections robots; if one dies its robots reconnect, "
+            "to another one at once when there are two).", "fleet", minimum=1, maximum=64),
+    Setting("ray_address", "str", "",
+            "Ray cluster to serve on: empty starts a local Ray instance that stops with the command; auto joins the "
+            "cluster `ray start` runs on this machine; host:6379 (or ray://host:10001) a remote one.", "fleet"),
 )
 # fmt: on
 

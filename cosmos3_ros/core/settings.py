@@ -66,6 +66,7 @@ class PolicySettings:
     raw_action_dim: int = _default("raw_action_dim")
     use_state: bool = _default("use_state")
     conditioning: str = _default("conditioning")
+    guidance_steps: int = _default("guidance_steps")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

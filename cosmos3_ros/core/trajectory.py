@@ -105,24 +105,33 @@ class ActionMapping:
             raise ValueError("de-normalised actions are not finite")
         return out
 
+    def clipped(self, actions: np.ndarray) -> int:
+        """How many values of ``actions`` (model space) the joint limits clamp in :meth:`apply`."""
+        raw = np.asarray(actions, dtype=np.float64) * self.scale + self.offset
+        return int(((raw < self.lower) | (raw > self.upper)).sum())
+
 
 @dataclass(frozen=True)
 class Trajectory:
     """A timed command sequence: point k is to be reached at ``stamp + times[k]`` (seconds).
 
-    ``stamp`` None means "start on receipt" (used for holds). With the ``ee_pose`` action space, ``poses`` [T, 7]
-    holds the absolute end-effector pose of every point (``x, y, z, qx, qy, qz, qw`` in ``frame_id``), computed from
-    the first 9 action dimensions (see :mod:`cosmos3_ros.core.poses`).
+    ``stamp`` None means "start on receipt" (used for holds). ``velocities`` [T, N] (and optionally
+    ``accelerations``) make it a cubic (quintic) spline, as ros2_control's joint_trajectory_controller interpolates
+    it; without them it is piecewise linear. With the ``ee_pose`` action space, ``poses`` [T, 7] holds the absolute
+    end-effector pose of every point (``x, y, z, qx, qy, qz, qw`` in ``frame_id``), computed from the first 9 action
+    dimensions (see :mod:`cosmos3_ros.core.poses`).
     """
 
     joint_names: tuple[str, ...]
     positions: np.ndarray  # [T, N] float64
-    times: np.ndarray  # [T] seconds from stamp, strictly increasing, > 0
+    times: np.ndarray  # [T] seconds from stamp, strictly increasing, >= 0
     stamp: float | None
     chunk_id: int
     kind: str = "chunk"  # "chunk" or "hold"
     poses: np.ndarray | None = None
     frame_id: str = ""
+    velocities: np.ndarray | None = None  # [T, N]
+    accelerations: np.ndarray | None = None  # [T, N]
 
     @property
     def end_time(self) -> float:
@@ -140,24 +149,128 @@ class Trajectory:
         return int(np.searchsorted(self.point_times(), now, side="right"))
 
     def sample(self, now: float, before: np.ndarray | None = None) -> np.ndarray:
-        """Linearly interpolated command at ``now``.
+        """Command at ``now``: cubic Hermite between points when velocities are given, else linear.
 
-        Before the first point, interpolates from ``before`` (the previous command) at ``stamp`` to
+        Before the first point, interpolates linearly from ``before`` (the previous command) at ``stamp`` to
         point 0, or holds point 0 when there is no previous command; after the last point, holds it.
         """
+        return self.sample_with_velocity(now, before)[0]
+
+    def sample_with_velocity(self, now: float, before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(position, velocity) at ``now`` (see :meth:`sample`); the velocity is 0 outside the points."""
+        zero = np.zeros(self.positions.shape[1])
         if self.stamp is None:
-            return self.positions[-1].copy()
+            return self.positions[-1].copy(), zero
         t = self.point_times()
         if now >= t[-1]:
-            return self.positions[-1].copy()
+            return self.positions[-1].copy(), zero
         if now <= t[0]:
-            if before is None or now <= self.stamp:
-                return (before if before is not None else self.positions[0]).copy()
+            if before is None or now <= self.stamp or t[0] <= self.stamp:
+                return (before if before is not None else self.positions[0]).copy(), zero
             w = (now - self.stamp) / (t[0] - self.stamp)
-            return before + w * (self.positions[0] - before)
+            return before + w * (self.positions[0] - before), (self.positions[0] - before) / (t[0] - self.stamp)
         i = int(np.searchsorted(t, now, side="right"))
-        w = (now - t[i - 1]) / (t[i] - t[i - 1])
-        return self.positions[i - 1] + w * (self.positions[i] - self.positions[i - 1])
+        h = t[i] - t[i - 1]
+        p0, p1 = self.positions[i - 1], self.positions[i]
+        if self.velocities is None:
+            w = (now - t[i - 1]) / h
+            return p0 + w * (p1 - p0), (p1 - p0) / h
+        return hermite(p0, self.velocities[i - 1], p1, self.velocities[i], h, now - t[i - 1])
+
+
+def hermite(
+    p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, h: float, s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cubic Hermite segment of length ``h`` from (p0, v0) to (p1, v1), evaluated ``s`` into it: (position,
+    velocity). This is the cubic joint_trajectory_controller uses between points with positions and velocities."""
+    u = s / h
+    h00, h10, h01, h11 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u, -2 * u**3 + 3 * u**2, u**3 - u**2
+    pos = h00 * p0 + h10 * h * v0 + h01 * p1 + h11 * h * v1
+    d00, d10, d01, d11 = 6 * u**2 - 6 * u, 3 * u**2 - 4 * u + 1, -6 * u**2 + 6 * u, 3 * u**2 - 2 * u
+    vel = (d00 * p0 + d01 * p1) / h + d10 * v0 + d11 * v1
+    return pos, vel
+
+
+def point_velocities(positions: np.ndarray, times: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+    """Velocities consistent with ``positions`` at ``times`` (strictly increasing): the three-point derivative of
+    the interpolating parabola at interior points (central differences on a uniform grid), ``first`` (the command
+    stream's velocity where the trajectory starts) or a one-sided difference at point 0, and 0 at the last point
+    (where joint_trajectory_controller requires the motion to end at rest)."""
+    p = np.asarray(positions, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    v = np.zeros_like(p)
+    n = len(p)
+    if n >= 3:
+        h0 = (t[1:-1] - t[:-2])[:, None]
+        h1 = (t[2:] - t[1:-1])[:, None]
+        v[1:-1] = (h0 * (p[2:] - p[1:-1]) / h1 + h1 * (p[1:-1] - p[:-2]) / h0) / (h0 + h1)
+    if n >= 2:
+        v[0] = first if first is not None else (p[1] - p[0]) / (t[1] - t[0])
+    return v
+
+
+def point_accelerations(velocities: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Accelerations consistent with ``velocities`` (the same three-point rule), 0 at the last point."""
+    return point_velocities(velocities, times)
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Per-joint velocity and acceleration limits (robot units per second, per second squared; inf: none).
+
+    A safety net that clamps each commanded step, not a planner: a clamped command lags the chunk and catches up
+    when the chunk slows down.
+    """
+
+    max_velocity: np.ndarray
+    max_acceleration: np.ndarray
+
+    @classmethod
+    def build(
+        cls, width: int, max_velocity: Sequence[float] = (), max_acceleration: Sequence[float] = ()
+    ) -> RateLimits:
+        """Validate lengths and values (positive); empty lists mean no limit."""
+
+        def arr(name: str, values: Sequence[float]) -> np.ndarray:
+            if len(values) == 0:
+                return np.full(width, np.inf)
+            a = np.asarray(values, dtype=np.float64)
+            if a.shape != (width,):
+                raise ValueError(f"{name} has {a.size} values but there are {width} joints")
+            if not (a > 0).all():
+                raise ValueError(f"{name} must be > 0 for every joint, got {a.tolist()}")
+            return a
+
+        return cls(arr("max_velocity", max_velocity), arr("max_acceleration", max_acceleration))
+
+    @property
+    def active(self) -> bool:
+        """Whether any limit is finite."""
+        return bool(np.isfinite(self.max_velocity).any() or np.isfinite(self.max_acceleration).any())
+
+    def apply(
+        self, start: np.ndarray, start_velocity: np.ndarray, start_time: float, positions: np.ndarray, times: np.ndarray
+    ) -> tuple[np.ndarray, int, int]:
+        """``positions`` at absolute ``times`` after the command (``start``, ``start_velocity``) at ``start_time``,
+        clamped so that each step's mean velocity stays within max_velocity and changes by at most
+        max_acceleration * step from the previous step's: (clamped positions, velocity clamps, acceleration clamps),
+        clamps counted per joint and point."""
+        out = np.array(positions, dtype=np.float64, copy=True)
+        p_prev, v_prev, t_prev = np.asarray(start, float), np.asarray(start_velocity, float), float(start_time)
+        n_vel = n_acc = 0
+        for k in range(len(out)):
+            h = float(times[k]) - t_prev
+            if h <= 0:
+                continue
+            v = (out[k] - p_prev) / h
+            v_lim = np.clip(v, -self.max_velocity, self.max_velocity)
+            n_vel += int((v_lim != v).sum())
+            dv = np.clip(v_lim - v_prev, -self.max_acceleration * h, self.max_acceleration * h)
+            v_acc = v_prev + dv
+            n_acc += int((v_acc != v_lim).sum())
+            out[k] = p_prev + v_acc * h
+            p_prev, v_prev, t_prev = out[k], v_acc, float(times[k])
+        return out, n_vel, n_acc
 
 
 def chunk_times(n_points: int, fps: float) -> np.ndarray:

@@ -103,13 +103,18 @@ def sec_to_duration(t: float) -> Duration:
 
 
 def trajectory_to_msg(traj: Trajectory) -> JointTrajectory:
-    """A JointTrajectory for ``traj``; holds (stamp None) get a zero stamp, meaning "start on receipt"."""
+    """A JointTrajectory for ``traj`` (positions, and velocities / accelerations where the trajectory has them);
+    holds (stamp None) get a zero stamp, meaning "start on receipt"."""
     msg = JointTrajectory()
     msg.header.stamp = sec_to_stamp(traj.stamp) if traj.stamp is not None else Time()
     msg.joint_names = list(traj.joint_names)
-    for pos, t in zip(traj.positions, traj.times, strict=True):
+    for k, (pos, t) in enumerate(zip(traj.positions, traj.times, strict=True)):
         p = JointTrajectoryPoint()
         p.positions = [float(v) for v in pos]
+        if traj.velocities is not None:
+            p.velocities = [float(v) for v in traj.velocities[k]]
+        if traj.accelerations is not None:
+            p.accelerations = [float(v) for v in traj.accelerations[k]]
         p.time_from_start = sec_to_duration(t)
         msg.points.append(p)
     return msg

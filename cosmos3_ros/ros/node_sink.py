@@ -24,13 +24,14 @@ from cosmos3_ros.ros import convert
 class NodeSink(LoopSink):
     """The loop's events as ROS messages on the node's publishers; publishing stops for good at :meth:`close`."""
 
-    def __init__(self, node: Any, metric: str, pose_dims: int = 0) -> None:
+    def __init__(self, node: Any, metric: str, pose_dims: int = 0, dry_run: bool = False) -> None:
         self._log = node.get_logger()
         self._warn = node.warn_throttled
-        self._traj = node.create_lifecycle_publisher(JointTrajectory, "~/joint_trajectory", 10)
+        out = "~/dry_run/" if dry_run else "~/"  # dry_run: what would be commanded, on topics no controller reads
+        self._traj = node.create_lifecycle_publisher(JointTrajectory, f"{out}joint_trajectory", 10)
         self._pred = node.create_lifecycle_publisher(Image, "~/predicted_image", 64)  # a forecast is a burst
         self._err = node.create_lifecycle_publisher(Float64, "~/prediction_error", 10)
-        self._poses = node.create_lifecycle_publisher(PoseArray, "~/ee_poses", 10) if pose_dims else None
+        self._poses = node.create_lifecycle_publisher(PoseArray, f"{out}ee_poses", 10) if pose_dims else None
         self._destroy = node.destroy_lifecycle_publisher
         self.metric = metric
         self.pose_dims = pose_dims
@@ -58,8 +59,13 @@ class NodeSink(LoopSink):
         if traj.poses is not None and self._poses is not None:  # ee_pose: the poses, then the other dimensions
             self._publish(self._poses, convert.pose_array_msg(traj.poses, traj.stamp, traj.frame_id))
             if len(traj.joint_names) > self.pose_dims:
+                d = self.pose_dims
                 rest = dataclasses.replace(
-                    traj, joint_names=traj.joint_names[self.pose_dims :], positions=traj.positions[:, self.pose_dims :]
+                    traj,
+                    joint_names=traj.joint_names[d:],
+                    positions=traj.positions[:, d:],
+                    velocities=None if traj.velocities is None else traj.velocities[:, d:],
+                    accelerations=None if traj.accelerations is None else traj.accelerations[:, d:],
                 )
                 self._publish(self._traj, convert.trajectory_to_msg(rest))
         else:

@@ -270,7 +270,7 @@ class PolicyNode(LifecycleNode):
             sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
             self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
         self._node_sink = NodeSink(
-            self, values["drift_metric"], POSE_DIMS if values["action_space"] == "ee_pose" else 0
+            self, values["drift_metric"], POSE_DIMS if values["action_space"] == "ee_pose" else 0, values["dry_run"]
         )
         loop = PolicyLoop(controller, backend, loop_options(values), Tee(self._node_sink, *sinks), self.now)
         if values["warmup"]:  # measured latencies, so even the first forecast never delays a policy call
@@ -279,7 +279,8 @@ class PolicyNode(LifecycleNode):
             self.loop = loop
             self._worker = InferenceWorker()
         if values["output_mode"] == "joint_state":
-            self._cmd_pub = self.create_lifecycle_publisher(JointState, values["joint_command_topic"], 10)
+            topic = "~/dry_run/joint_command" if values["dry_run"] else values["joint_command_topic"]
+            self._cmd_pub = self.create_lifecycle_publisher(JointState, topic, 10)
         self._gate = FrameGate(controller.settings.fps)
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(seconds=-CLOCK_JUMP_S), on_clock_change=True),
