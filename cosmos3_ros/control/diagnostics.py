@@ -40,10 +40,15 @@ def diagnose(
     loop: PolicyLoop | None,
     input_rates: Mapping[str, float],
     extra: Mapping[str, str] | None = None,
+    faults: Mapping[str, str] | None = None,
 ) -> Diagnosis:
     """The status of a node whose backend is in ``state`` (``error`` set when it failed) with ``loop`` (None
-    before configure). ``input_rates`` are frames per second per camera topic, ``extra`` more key values."""
+    before configure). ``input_rates`` are frames per second per camera topic, ``extra`` more key values,
+    ``faults`` failures of parts other than the model (e.g. ``recording``: the bag could not be written), each an
+    ERROR until cleared."""
     kv: dict[str, str] = {"backend_state": state, "active": str(active), **(extra or {})}
+    for part, message in (faults or {}).items():
+        kv[f"fault.{part}"] = message
     if loop is None:
         if state == "error":
             return Diagnosis(ERROR, error or "configure failed", kv)
@@ -74,6 +79,9 @@ def diagnose(
         kv[k] = _fmt(v)
     if state == "error":
         return Diagnosis(ERROR, error, kv)
+    if faults:
+        part, message = next(iter(faults.items()))
+        return Diagnosis(ERROR, f"{part} failed: {message}", kv)
     if controller.consecutive_errors > 0:
         return Diagnosis(ERROR, f"inference failing: {controller.last_error}", kv)
     if not controller.armed:

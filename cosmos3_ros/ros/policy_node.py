@@ -93,6 +93,8 @@ class PolicyNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.backend_state, self.backend_error = "unconfigured", ""
+        #: Failures of parts other than the model (e.g. "recording"), reported as ERROR diagnostics until cleanup.
+        self.faults: dict[str, str] = {}
         self.warmup_s = float("nan")
         self.loop: PolicyLoop | None = None
         self.rates: dict[str, RateEstimator] = {}
@@ -265,7 +267,9 @@ class PolicyNode(LifecycleNode):
             from cosmos3_ros.bags.recorder import BagRecorder
             from cosmos3_ros.bags.sinks import RecorderSink
 
-            recorder = BagRecorder(values["record_path"], image_every_n=int(values["record_image_every"]))
+            recorder = BagRecorder(
+                values["record_path"], image_every_n=int(values["record_image_every"]), on_error=self._on_record_error
+            )
             self._recorder = recorder.start()
             sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
             self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
@@ -331,6 +335,7 @@ class PolicyNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release the model and all subscriptions."""
         self.teardown()
+        self.faults.clear()
         self.backend_state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
@@ -457,6 +462,11 @@ class PolicyNode(LifecycleNode):
 
     # -- diagnostics ----------------------------------------------------------------------------------------------
 
+    def _on_record_error(self, exc: BaseException) -> None:
+        """The recorder's writer thread failed (disk full...): the bag keeps what was written; say so loudly."""
+        self.faults["recording"] = f"{type(exc).__name__}: {exc} (the bag is readable up to this point)"
+        self.get_logger().error(f"recording failed: {self.faults['recording']}")
+
     def diagnosis(self) -> Any:
         """The node's current :class:`~cosmos3_ros.control.diagnostics.Diagnosis`."""
         now = self.now()
@@ -471,6 +481,7 @@ class PolicyNode(LifecycleNode):
             loop=self.loop,
             input_rates=rates,
             extra=extra,
+            faults=dict(self.faults),
         )
 
     def _publish_diagnostics(self) -> None:
