@@ -61,7 +61,9 @@ def run(values: dict[str, Any], backend: Any, seconds: float, latency: float, ra
             if traj.kind == "hold":
                 stops.append(Stop(now, traj.positions[-1].copy(), "hold"))
             else:
-                chunks.append(CommandedChunk(traj.point_times(), traj.positions, now, traj.chunk_id, None, traj.velocities))
+                chunks.append(
+                    CommandedChunk(traj.point_times(), traj.positions, now, traj.chunk_id, None, traj.velocities)
+                )
 
     for k in range(int(seconds * rate)):
         t = k * tick
@@ -103,7 +105,9 @@ def _fmt(x: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--preset", help="a parameter file (e.g. config/droid.yaml); default: a 2-joint pusht setup")
     p.add_argument("--model", default="", help="checkpoint for the in-process backend (default: the fake backend)")
     p.add_argument("--device", default="cpu")
@@ -137,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         backend.close()
-    print(f"backend {base['backend']} {args.model or ''}  latency {args.latency} s  {args.seconds} s virtual  "
-          f"chunk {base['action_chunk_size']} @ {base['fps']} Hz, replan every {build_controller(base).config.replan_every}")  # fmt: skip
+    replan = build_controller(base).config.replan_every
+    print(
+        f"backend {base['backend']} {args.model or ''}  latency {args.latency} s  {args.seconds} s virtual  "
+        f"chunk {base['action_chunk_size']} @ {base['fps']} Hz, replan every {replan}"
+    )
     print(f"{'':8} {'chunks':>6} {'holds':>5} {'jump max':>9} {'jump med':>9} {'peak vel':>9} {'peak jerk':>10} "
           f"{'interior jerk':>13} {'skipped':>7} {'repeated':>8}  prefix rows")  # fmt: skip
     for name, r in results.items():

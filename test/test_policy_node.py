@@ -104,7 +104,8 @@ def test_chunks_are_well_formed_trajectories(graph):
 def test_stamp_equals_observation_and_actions_equal_runtime(graph, tiny_model):
     from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
-    node = _start(graph, backend="in_process", model=str(tiny_model), device="cpu")
+    # 8 rows at 1 Hz: room for a slow call on a loaded CPU (rows already due on arrival are not published)
+    node = _start(graph, backend="in_process", model=str(tiny_model), device="cpu", fps=1.0)
     test = graph.node("tester")
     cam = Camera(test, TOPIC)
     got = Collector(test, JointTrajectory, "/cosmos3_policy/joint_trajectory")
@@ -115,7 +116,9 @@ def test_stamp_equals_observation_and_actions_equal_runtime(graph, tiny_model):
     assert msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 == pytest.approx(stamp, abs=1e-6)
     rt = Cosmos3PolicyRuntime(str(tiny_model), device="cpu")
     expected = rt.policy(FRAME, node.loop.controller.settings).actions
-    np.testing.assert_allclose([p.positions for p in msg.points], expected, rtol=1e-6, atol=1e-6)
+    points = [p.positions for p in msg.points]
+    assert len(points) >= 2
+    np.testing.assert_allclose(points, expected[-len(points) :], rtol=1e-6, atol=1e-6)
 
 
 def test_prompt_change_via_instruction_topic(graph):

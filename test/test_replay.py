@@ -5,8 +5,10 @@ real pipeline end to end (slow)."""
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -15,8 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cosmos3_ros.bags import report_plots
+from cosmos3_ros.bags.msgbuild import get_ros2_typestore, header
 from cosmos3_ros.bags.reader import open_bag
 from cosmos3_ros.bags.recorder import BagRecorder
+from cosmos3_ros.bags.report import fmt
+from cosmos3_ros.bags.report_bag import report_data_from_bag
+from cosmos3_ros.bags.report_data import LABELS, summarize
+from cosmos3_ros.bags.report_strips import enough_matched
 from cosmos3_ros.commands.replay import replay
 from cosmos3_ros.core.synthetic import moving_scene_frame
 
@@ -56,15 +64,16 @@ def _read(out: Path) -> dict[str, list]:
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_replay_writes_trajectories_forecasts_and_errors(tmp_path, storage):
     bag = _write_bag(tmp_path / "in", storage)
-    report = tmp_path / "report.html"
+    report = tmp_path / "report.html" if storage == "mcap" else None  # one report is enough (figures cost time)
     summary = replay(bag, _params(), tmp_path / "out", report=report, progress=False)
     topics = _read(tmp_path / "out")
     trajs = topics["/cosmos3_policy/joint_trajectory"]
     assert summary["chunks"] == len(trajs) >= 4
     for m in trajs:
-        assert len(m.msg.points) == 8 and len(m.msg.joint_names) == 10
+        actions = [p for p in m.msg.points if p.time_from_start.nanosec or p.time_from_start.sec]  # not the anchor
+        assert len(actions) == 8 and len(m.msg.joint_names) == 10
         assert all(np.isfinite(p.positions).all() for p in m.msg.points)
-        assert m.msg.points[0].time_from_start.nanosec == 200_000_000  # 1/fps after the observation
+        assert actions[0].time_from_start.nanosec == 200_000_000  # 1/fps after the observation
     predicted = topics["/cosmos3_policy/predicted_image"]
     assert len(predicted) == summary["predicted_frames"] == 8 * summary["forecasts"]
     errors = topics["/cosmos3_policy/prediction_error"]
@@ -75,8 +84,14 @@ def test_replay_writes_trajectories_forecasts_and_errors(tmp_path, storage):
     timing = [json.loads(m.msg.data) for m in topics["/cosmos3_policy/chunk_timing"]]
     assert len(timing) == summary["counters"]["requests"] and all(t["policy_s"] > 0 for t in timing)
     assert len(topics[CAM]) == 30  # input frames are in the output bag
+    if report is None:
+        return
     html = report.read_text()
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    # the worst chunk is ranked among chunks with enough matched frames, and its strip shows them
+    worst = re.search(r"Worst chunk: chunk \d+, mean nmse [\d.]+ over (\d+) of (\d+) frames", html)
+    assert worst is not None and enough_matched(int(worst.group(1)), int(worst.group(2)))
+    assert "Run configuration" in html and "bridge_orig_lerobot" in html
 
 
 def test_two_replays_give_identical_actions(tmp_path):
@@ -86,8 +101,64 @@ def test_two_replays_give_identical_actions(tmp_path):
     replay(bag, params, tmp_path / "b", progress=False)
     a = [[p.positions for p in m.msg.points] for m in _read(tmp_path / "a")["/cosmos3_policy/joint_trajectory"]]
     b = [[p.positions for p in m.msg.points] for m in _read(tmp_path / "b")["/cosmos3_policy/joint_trajectory"]]
-    assert len(a) >= 4
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(a) == len(b) >= 4
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _bag_with_a_gap_and_a_bad_frame(path: Path) -> Path:
+    """2 s of frames at 10 Hz, a 2.5 s gap (the running chunk runs out: a hold), 1 s more; one frame undecodable."""
+    rec = BagRecorder(path, storage="mcap").start()
+    types = get_ros2_typestore().types
+    stamps = [500.0 + k / 10 for k in range(20)] + [504.5 + k / 10 for k in range(10)]
+    for i, t in enumerate(stamps):
+        if i == 5:
+            sec, nsec = divmod(round(t * 1e9), 1_000_000_000)
+            bad = types["sensor_msgs/msg/Image"](
+                header=header(types, sec, nsec, "cam"),
+                height=120,
+                width=160,
+                encoding="rgb8",
+                is_bigendian=0,
+                step=480,
+                data=np.zeros(10, np.uint8),  # far too short
+            )
+            rec.write_message(CAM, t, "sensor_msgs/msg/Image", bad)
+        else:
+            rec.write_image(CAM, t, moving_scene_frame(t, 120, 160), frame_id="cam")
+    assert rec.close()
+    return path
+
+
+def test_forecasting_off_json_report_holds_and_the_recordings_report_agree(tmp_path, monkeypatch):
+    """The replay's JSON is valid with forecasting off (null, never NaN) and says what its report says; holds and
+    rejected frames come with their reasons; the output bag reports the same run."""
+    monkeypatch.setattr(report_plots, "png", lambda fig: "")  # the HTML text is what is checked here
+    bag = _bag_with_a_gap_and_a_bad_frame(tmp_path / "in")
+    summary = replay(bag, _params(forecast_every=0), tmp_path / "out", report=tmp_path / "r.html", progress=False)
+    json.loads(json.dumps(summary, allow_nan=False))
+    assert summary["forecasts"] == 0 and summary["prediction_error_mean"] is None
+    assert summary["holds_by_reason"] == {"chunk_expired": 1} and summary["holds"] == 1
+    assert summary["rejected_frames"] == 1 and summary["rejected_by_reason"] == {"truncated": 1}
+    assert summary["motion"]["boundaries"] == summary["chunks"] - 1 >= 2
+    assert [b["after"] for b in summary["motion"]["per_boundary"]].count("hold:chunk_expired") == 1
+    text = (tmp_path / "r.html").read_text()
+    table = text.split("<h2>Summary</h2>", 1)[1].split("</table>", 1)[0]
+    cells = {
+        html_lib.unescape(k): html_lib.unescape(v)
+        for k, v in re.findall(r'<td class="k">(.*?)</td><td>(.*?)</td>', table)
+    }
+    for key, value in summary.items():
+        if key in LABELS and key != "report":
+            assert cells[LABELS[key]] == fmt(value), key
+    timeline = html_lib.unescape(text.split("<h2>Timeline", 1)[1].split("<h2>", 1)[0])
+    assert "<h3>Holds</h3>" in timeline and "chunk_expired" in timeline and "<h3>Rejected inputs</h3>" in timeline
+    # the recording's own report: same chunks, holds with reasons, rejections, boundaries
+    again = summarize(report_data_from_bag(tmp_path / "out"))
+    json.dumps(again, allow_nan=False)
+    for key in ("chunks", "holds", "holds_by_reason", "rejected_by_reason", "policy_calls", "skipped_actions"):
+        assert again[key] == summary[key], key
+    assert again["boundary_jump_max"] == pytest.approx(summary["boundary_jump_max"])
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -139,6 +210,36 @@ def test_replay_cli_end_to_end_with_progress(tmp_path, tiny_model):
     summary = json.loads(r.stdout)
     assert summary["chunks"] >= 1 and (tmp_path / "r.html").is_file()
     assert summary["predicted_frames"] == 8 * summary["forecasts"] and summary["forecasts"] >= 1
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_replay_cli_prints_valid_json_with_forecasting_off_and_reports_a_recording(tmp_path):
+    bag = _bag_with_a_gap_and_a_bad_frame(tmp_path / "in")
+    params = tmp_path / "p.yaml"
+    params.write_text(FAKE_PARAMS + "    forecast_every: 0\n    action_chunk_size: 8\n")
+    r = _cli(str(bag), "--params-file", str(params), "--out", str(tmp_path / "out"), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = _strict_json(r.stdout)  # bare NaN would fail here
+    assert summary["prediction_error_mean"] is None and summary["forecast_latency_s"] is None
+    assert summary["holds_by_reason"] == {"chunk_expired": 1}
+    r = _cli(str(tmp_path / "out"), "--report-only", "--report", str(tmp_path / "rec.html"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = _strict_json(r.stdout)
+    assert again["chunks"] == summary["chunks"] and again["holds_by_reason"] == {"chunk_expired": 1}
+    text = (tmp_path / "rec.html").read_text()
+    assert "<h3>Holds</h3>" in text and "chunk_expired" in text and "Run configuration" in text
+    assert "No run configuration recorded" not in text
+    line = one_error_line(_cli(str(tmp_path / "out"), "--report-only"))
+    assert "--report-only needs --report" in line
+    line = one_error_line(_cli(str(bag), "--out", str(tmp_path / "o2")))
+    assert "--params-file required" in line
 
 
 def test_replay_with_the_policy_video_as_forecast_source(tmp_path):

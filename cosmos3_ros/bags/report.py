@@ -2,338 +2,58 @@
 # SPDX-License-Identifier: Apache-2.0
 """A self-contained HTML report of a run (offline replay or a live recording).
 
-:func:`write_report` writes ONE file that opens in any browser with no server and no network: the figures are PNGs made
-with matplotlib (Agg, through ``matplotlib.figure.Figure``, so no pyplot state is touched) and embedded as base64 data
-URIs; the style sheet is inline; there is no script. Sections:
+:func:`write_report` writes ONE file that opens in any browser with no server and no network: figures are PNGs
+(:mod:`cosmos3_ros.bags.report_plots`) embedded as base64 data URIs, the style sheet is inline, there is no script.
+Sections, in order:
 
-1. Summary table (what the caller passes in :attr:`ReportData.summary`, plus counts and statistics computed here).
-2. Action chunks over time, one subplot per action dimension: each chunk is a segment whose point k is drawn at
-   ``stamp + first_offset + k * dt`` (``first_offset`` defaults to ``dt``: action k is reached (k + 1) periods after
-   the observation, as :func:`cosmos3_ros.core.trajectory.chunk_times` has it); a small mark shows where each chunk was
-   observed. Consecutive chunks alternate colours so overlaps stay readable.
-3. Prediction error over time (each matched predicted frame at its expected time, coloured by step k, and the mean per
-   chunk), with the drift threshold as a dashed line.
-4. Latency per chunk: the policy call, and the forecast call when one ran (skipped forecasts are marked).
-5. Predicted-versus-actual frame strips (e.g. for the chunks with the worst and the best error): a row of predicted
-   frames at steps k, and below it the real frames they were matched with.
-
-Times on the x axes are seconds since the earliest stamp in the data (printed in the axis label).
+1. **Summary**: the figures of :func:`cosmos3_ros.bags.report_data.summarize` with their labels (the replay prints
+   the same dict as JSON), then the loop's counters.
+2. **Run configuration**: model, prompt, domain, sampling, controller, topics, versions, and a complete parameter file
+   that reproduces the run (:mod:`cosmos3_ros.bags.report_config`).
+3. **Commands sent**: per joint, the commands after the action mapping and the joint limits; each chunk's executed
+   part solid, the part replaced at the next replan dashed, points already past when it arrived dotted; holds as red
+   crosses. Time axes span exactly the input (the bag's first to last frame).
+4. **Chunk boundaries**: per boundary, the jump at the switch, actions skipped or repeated, peak velocity and jerk of
+   the executed stream (:mod:`cosmos3_ros.core.motion`).
+5. **Timeline**: chunks, holds with their reasons, drift trips, rejected inputs with their reasons, and each call's
+   latency against its budget.
+6. **Prediction error** over time with the drift threshold.
+7. **Predicted versus actual frames**: the worst and the best chunk among those with enough matched frames.
+8. **Raw model actions** (normalized, before the mapping), when known.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
-import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkTrace", "FrameStrip", "LatencyRecord", "ReportData", "render_html", "write_report"]
+from cosmos3_ros.bags import report_plots as plots
+from cosmos3_ros.bags.report_data import (
+    LABELS,
+    ChunkTrace,
+    FrameStrip,
+    LatencyRecord,
+    Mark,
+    ReportData,
+    budgets,
+    chunk_traces,
+    error_arrays,
+    latency_records,
+    motion_of,
+    summarize,
+)
+from cosmos3_ros.core.motion import MotionReport
 
-#: Most action dimensions drawn (the rest are listed as omitted).
-MAX_ACTION_DIMS = 32
-#: Most columns in a frame strip (longer chunks are subsampled evenly).
-MAX_STRIP_COLUMNS = 8
+__all__ = ["ChunkTrace", "FrameStrip", "LatencyRecord", "Mark", "ReportData", "render_html", "write_report"]
 
-
-@dataclass
-class ChunkTrace:
-    """One published action chunk: observed at ``stamp`` (s), ``actions`` [T, D], ``dt`` seconds between actions."""
-
-    stamp: float
-    actions: np.ndarray
-    dt: float
-    chunk_id: int | None = None
-    first_offset: float | None = None  # time of action 0 after the stamp; None: dt
-
-
-@dataclass
-class LatencyRecord:
-    """Timing of one chunk: the policy call and the forecast call (None when the forecast was skipped or off)."""
-
-    stamp: float
-    policy_s: float
-    forecast_s: float | None = None
-    chunk_id: int | None = None
-
-
-@dataclass
-class FrameStrip:
-    """Predicted frames of one chunk and the real frames they were compared with (None where none matched).
-
-    ``labels`` are per-column captions (e.g. ``"k=3  nmse 0.12"``); frames are HxWx3 uint8 (or float in [0, 1]).
-    """
-
-    title: str
-    predicted: Sequence[np.ndarray]
-    actual: Sequence[np.ndarray | None]
-    labels: Sequence[str] | None = None
-
-    @classmethod
-    def from_chunk_frames(cls, frames: Any, title: str) -> FrameStrip:
-        """From a :class:`cosmos3_ros.core.forecast.ChunkFrames` (the tracker's best/worst chunk)."""
-        labels = [
-            f"k={k}" + ("" if math.isnan(e) else f"  nmse {e:.3g}")
-            for k, e in zip(frames.steps, frames.nmse, strict=True)
-        ]
-        return cls(title=title, predicted=list(frames.predicted), actual=list(frames.actual), labels=labels)
-
-
-@dataclass
-class ReportData:
-    """Everything the report shows. Lists may be empty: the section then says there is nothing to show.
-
-    ``chunks`` take :class:`ChunkTrace` or ``(stamp, actions, dt)`` tuples; ``errors`` take any records with
-    ``stamp``, ``chunk_id``, ``step`` and the ``metric`` attribute (e.g. monitoring's ``ErrorSample``) or dicts with
-    those keys; ``latencies`` take :class:`LatencyRecord` or ``(stamp, policy_s, forecast_s)`` tuples.
-    """
-
-    title: str = "cosmos3_ros report"
-    chunks: list[Any] = field(default_factory=list)
-    errors: list[Any] = field(default_factory=list)
-    latencies: list[Any] = field(default_factory=list)
-    strips: list[FrameStrip] = field(default_factory=list)
-    threshold: float | None = None
-    metric: str = "nmse"
-    action_names: list[str] | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Input normalisation
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _chunks(items: Sequence[Any]) -> list[ChunkTrace]:
-    out = []
-    for it in items:
-        rec = it if isinstance(it, ChunkTrace) else ChunkTrace(float(it[0]), it[1], float(it[2]))
-        acts = np.asarray(rec.actions, dtype=np.float64)
-        if acts.ndim == 1:
-            acts = acts[:, None]
-        if acts.ndim != 2 or acts.shape[0] == 0:
-            continue
-        out.append(ChunkTrace(float(rec.stamp), acts, float(rec.dt), rec.chunk_id, rec.first_offset))
-    return out
-
-
-def _latencies(items: Sequence[Any]) -> list[LatencyRecord]:
-    out = []
-    for it in items:
-        if isinstance(it, LatencyRecord):
-            out.append(it)
-        else:
-            fc = it[2] if len(it) > 2 else None
-            out.append(LatencyRecord(float(it[0]), float(it[1]), None if fc is None else float(fc)))
-    return out
-
-
-def _get(rec: Any, name: str, default: Any = None) -> Any:
-    if isinstance(rec, Mapping):
-        return rec.get(name, default)
-    return getattr(rec, name, default)
-
-
-def _errors(items: Sequence[Any], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    stamps, values, chunk_ids, steps = [], [], [], []
-    for rec in items:
-        v = _get(rec, metric)
-        if v is None or not math.isfinite(float(v)):
-            continue
-        stamps.append(float(_get(rec, "stamp")))
-        values.append(float(v))
-        cid = _get(rec, "chunk_id", -1)
-        chunk_ids.append(-1 if cid is None else int(cid))
-        steps.append(int(_get(rec, "step", 0) or 0))
-    return np.array(stamps), np.array(values), np.array(chunk_ids, dtype=np.int64), np.array(steps, dtype=np.int64)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _figure(width_in: float, height_in: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _style_axes(ax: Any) -> None:
-    ax.grid(True, color="#dddddd", linewidth=0.6)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=8)
-
-
-_CHUNK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
-
-
-def _actions_png(chunks: list[ChunkTrace], names: list[str] | None, t0: float) -> tuple[str, str]:
-    dims = max(c.actions.shape[1] for c in chunks)
-    shown = min(dims, MAX_ACTION_DIMS)
-    ncols = 1 if shown <= 4 else (2 if shown <= 12 else 3)
-    nrows = math.ceil(shown / ncols)
-    fig = _figure(13.0, max(2.2, 1.7 * nrows + 0.6))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
-    for d in range(shown):
-        ax = axes[d]
-        _style_axes(ax)
-        for i, c in enumerate(chunks):
-            if d >= c.actions.shape[1]:
-                continue
-            offset = c.dt if c.first_offset is None else c.first_offset
-            t = c.stamp - t0 + offset + c.dt * np.arange(c.actions.shape[0])
-            colour = _CHUNK_COLOURS[i % 2]
-            ax.plot(t, c.actions[:, d], color=colour, linewidth=1.1, alpha=0.85)
-            ax.plot([c.stamp - t0], [c.actions[0, d]], marker="|", color=colour, markersize=7, alpha=0.9)
-        label = names[d] if names and d < len(names) else f"a[{d}]"
-        ax.set_ylabel(label, fontsize=8)
-    for ax in axes[shown:]:
-        ax.set_visible(False)
-    for ax in axes[max(0, shown - ncols) : shown]:
-        ax.set_xlabel("t − t0 [s]", fontsize=8)
-    note = "" if shown == dims else f"Only the first {shown} of {dims} action dimensions are drawn."
-    return _png(fig), note
-
-
-def _errors_png(
-    stamps: np.ndarray,
-    values: np.ndarray,
-    chunk_ids: np.ndarray,
-    steps: np.ndarray,
-    metric: str,
-    threshold: float | None,
-    t0: float,
-) -> str:
-    fig = _figure(13.0, 3.6)
-    ax = fig.subplots()
-    _style_axes(ax)
-    t = stamps - t0
-    sc = ax.scatter(
-        t, values, c=steps, cmap="viridis", s=14, alpha=0.8, linewidths=0, label="predicted frame (colour: step k)"
-    )
-    cbar = fig.colorbar(sc, ax=ax, pad=0.01, aspect=30)
-    cbar.set_label("step k", fontsize=8)
-    cbar.ax.tick_params(labelsize=7)
-    from matplotlib.ticker import MaxNLocator
-
-    cbar.locator = MaxNLocator(integer=True)
-    cbar.update_ticks()
-    # mean per chunk, drawn at the chunk's mean expected time
-    ids = np.unique(chunk_ids)
-    if len(ids) > 1 or (len(ids) == 1 and ids[0] >= 0):
-        ct = np.array([t[chunk_ids == i].mean() for i in ids])
-        cv = np.array([values[chunk_ids == i].mean() for i in ids])
-        order = np.argsort(ct)
-        ax.plot(ct[order], cv[order], color="#333333", linewidth=1.2, marker="o", markersize=3, label="mean per chunk")
-    if threshold is not None and math.isfinite(threshold):
-        ax.axhline(threshold, color="#d62728", linestyle="--", linewidth=1.3, label=f"threshold {threshold:g}")
-    ax.set_xlabel("expected time t − t0 [s]", fontsize=8)
-    ax.set_ylabel(metric + (" [dB]" if metric == "psnr" else ""), fontsize=9)
-    top = float(values.max()) if values.size else 1.0
-    if threshold is not None and math.isfinite(threshold):
-        top = max(top, float(threshold))
-    if metric != "psnr":
-        ax.set_ylim(0, top * 1.12 if top > 0 else 1.0)
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, frameon=False)
-    return _png(fig)
-
-
-def _latency_png(lat: list[LatencyRecord], t0: float) -> str:
-    fig = _figure(13.0, 3.2)
-    ax = fig.subplots()
-    _style_axes(ax)
-    t = np.array([r.stamp for r in lat]) - t0
-    pol = np.array([r.policy_s for r in lat])
-    ax.plot(t, pol, color="#1f77b4", marker="o", markersize=3, linewidth=1.0, label="policy call")
-    fc_t = np.array([ti for ti, r in zip(t, lat, strict=True) if r.forecast_s is not None])
-    fc = np.array([r.forecast_s for r in lat if r.forecast_s is not None])
-    if fc.size:
-        ax.plot(fc_t, fc, color="#ff7f0e", marker="s", markersize=3, linewidth=1.0, label="forecast call")
-    skipped = np.array([ti for ti, r in zip(t, lat, strict=True) if r.forecast_s is None])
-    if skipped.size and fc.size:
-        ax.plot(
-            skipped,
-            np.zeros_like(skipped),
-            "x",
-            color="#d62728",
-            markersize=7,
-            mew=1.5,
-            clip_on=False,
-            label="forecast skipped",
-        )
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("observation time t − t0 [s]", fontsize=8)
-    ax.set_ylabel("latency [s]", fontsize=9)
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, frameon=False)
-    return _png(fig)
-
-
-def _as_uint8(img: np.ndarray) -> np.ndarray:
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return arr[:, :, :3]
-
-
-def _strip_png(strip: FrameStrip) -> str:
-    from matplotlib.figure import Figure
-
-    n = len(strip.predicted)
-    if n <= MAX_STRIP_COLUMNS:
-        cols = list(range(n))
-    else:
-        cols = sorted({round(x) for x in np.linspace(0, n - 1, MAX_STRIP_COLUMNS)})
-    frames = [_as_uint8(f) for f in strip.predicted]
-    h, w = frames[0].shape[:2]
-    aspect = h / max(1, w)
-    # Exact layout in inches: row labels on the left, column captions on top, small gaps.
-    left, right, top, bottom, gap = 0.32, 0.04, 0.26, 0.04, 0.06
-    cell_w = min(2.4, (13.0 - left - right - gap * (len(cols) - 1)) / len(cols))
-    cell_h = cell_w * aspect
-    fig_w = left + right + len(cols) * cell_w + gap * (len(cols) - 1)
-    fig_h = top + bottom + 2 * cell_h + gap
-    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
-    for j, k in enumerate(cols):
-        actual = strip.actual[k] if k < len(strip.actual) else None
-        for row, img in ((0, frames[k]), (1, None if actual is None else _as_uint8(actual))):
-            x0 = (left + j * (cell_w + gap)) / fig_w
-            y0 = (bottom + (1 - row) * (cell_h + gap)) / fig_h
-            ax = fig.add_axes((x0, y0, cell_w / fig_w, cell_h / fig_h))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if img is None:
-                ax.set_facecolor("#eeeeee")
-                ax.text(0.5, 0.5, "no matching\nframe", ha="center", va="center", fontsize=8, color="#777777")
-            else:
-                ax.imshow(img, interpolation="nearest", aspect="auto")
-            if j == 0:
-                ax.set_ylabel("predicted" if row == 0 else "actual", fontsize=9)
-            if row == 0:
-                label = strip.labels[k] if strip.labels is not None and k < len(strip.labels) else f"k={k}"
-                ax.set_title(label, fontsize=8, pad=3)
-    return _png(fig)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# HTML
-# --------------------------------------------------------------------------------------------------------------------
+#: Most rows of the per-boundary, hold and rejection tables (the rest are counted).
+MAX_TABLE_ROWS = 60
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1320px;
@@ -342,133 +62,273 @@ h1 { font-size: 22px; margin-bottom: 4px; }
 h2 { font-size: 17px; margin-top: 30px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 h3 { font-size: 14px; margin: 18px 0 6px; }
 .meta { color: #666; font-size: 12px; }
-table.summary { border-collapse: collapse; font-size: 13px; }
-table.summary td { padding: 3px 14px 3px 0; border-bottom: 1px solid #eee; vertical-align: top; }
-table.summary td.k { color: #555; white-space: nowrap; }
+table.kv, table.grid { border-collapse: collapse; font-size: 13px; }
+table.kv td { padding: 3px 14px 3px 0; border-bottom: 1px solid #eee; vertical-align: top; }
+table.kv td.k { color: #555; white-space: nowrap; }
+table.grid th, table.grid td { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: right; }
+table.grid th { color: #555; font-weight: 600; border-bottom: 1px solid #ccc; }
+table.grid td.l, table.grid th.l { text-align: left; }
+div.cols { display: flex; flex-wrap: wrap; gap: 8px 36px; align-items: flex-start; }
+pre { background: #f6f6f6; padding: 8px 10px; font-size: 12px; overflow-x: auto; }
 img.fig { width: 100%; height: auto; display: block; }
 img.strip { max-width: 100%; height: auto; display: block; }
 p.empty, p.note { color: #777; font-style: italic; font-size: 13px; }
 p.legend { font-size: 13px; color: #444; }
+details summary { cursor: pointer; font-size: 13px; color: #444; margin: 8px 0; }
 """
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A summary value as the report prints it (None and NaN: "n/a")."""
+    if v is None:
+        return "n/a"
     if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
+        return "yes" if v else "no"
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):
         f = float(v)
-        if math.isnan(f):
-            return "n/a"
-        return f"{f:.4g}"
+        return "n/a" if not math.isfinite(f) else f"{f:.4g}"
     if isinstance(v, Mapping):
-        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+        return ", ".join(f"{k}: {fmt(x)}" for k, x in v.items()) if v else "none"
     if isinstance(v, (list, tuple)):
-        return ", ".join(_fmt(x) for x in v)
+        return ", ".join(fmt(x) for x in v) if v else "none"
     return str(v)
 
 
-def _computed_summary(
-    data: ReportData, chunks: list[ChunkTrace], values: np.ndarray, lat: list[LatencyRecord]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"action chunks": len(chunks)}
-    if chunks:
-        out["action dimensions"] = max(c.actions.shape[1] for c in chunks)
-    out["error samples"] = int(values.size)
-    if values.size:
-        worst = values.min() if data.metric == "psnr" else values.max()
-        out[f"{data.metric} mean / median / worst"] = f"{values.mean():.4g} / {np.median(values):.4g} / {worst:.4g}"
-        if data.threshold is not None:
-            worse = values < data.threshold if data.metric == "psnr" else values > data.threshold
-            out["samples past threshold"] = f"{int(worse.sum())} of {values.size} ({100.0 * worse.mean():.1f} %)"
-    if data.threshold is not None:
-        out["threshold"] = f"{data.metric} {'<' if data.metric == 'psnr' else '>'} {data.threshold:g}"
-    if lat:
-        pol = np.array([r.policy_s for r in lat])
-        out["policy latency mean / p95 / max [s]"] = (
-            f"{pol.mean():.3f} / {np.percentile(pol, 95):.3f} / {pol.max():.3f}"
+_esc = html.escape
+
+
+def _kv_table(rows: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
+    out = ['<table class="kv">']
+    for k, v in rows.items():
+        label = (labels or {}).get(k, k)
+        out.append(f'<tr><td class="k">{_esc(str(label))}</td><td>{_esc(fmt(v))}</td></tr>')
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _grid_table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> str:
+    out = ['<table class="grid"><tr>']
+    out += [f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>' for i, h in enumerate(header)]
+    out.append("</tr>")
+    for row in rows[:MAX_TABLE_ROWS]:
+        cells = [f'<td class="{"l" if i < left else ""}">{_esc(fmt(c))}</td>' for i, c in enumerate(row)]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    if len(rows) > MAX_TABLE_ROWS:
+        out.append(f'<p class="note">… and {len(rows) - MAX_TABLE_ROWS} more rows.</p>')
+    return "\n".join(out)
+
+
+def _img(b64: str, alt: str, cls: str = "fig") -> str:
+    return f'<img class="{cls}" alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _time_frame(
+    data: ReportData, chunks: list[ChunkTrace], lat: list[LatencyRecord], stamps: np.ndarray
+) -> tuple[float, tuple[float, float]] | None:
+    """(t0, xlim): the input's span when known, else the stamps' range."""
+    if data.span is not None and all(math.isfinite(x) for x in data.span) and data.span[1] >= data.span[0]:
+        lo, hi = float(data.span[0]), float(data.span[1])
+    else:
+        ts = [c.stamp for c in chunks] + [c.start for c in chunks] + [r.stamp for r in lat] + stamps.tolist()
+        ts += [m.stamp for m in (*data.holds, *data.rejections, *data.drift_trips) if math.isfinite(m.stamp)]
+        if not ts:
+            return None
+        lo, hi = min(ts), max(ts)
+    pad = 0.0 if hi > lo else 0.5
+    return lo, (-pad, hi - lo + pad)
+
+
+def _config_section(config: Mapping[str, Any] | None) -> list[str]:
+    parts = ["<h2>Run configuration</h2>"]
+    if not config or not config.get("sections"):
+        parts.append(
+            '<p class="empty">No run configuration recorded (this recording predates it, or its recorder was not '
+            "given one).</p>"
         )
-        fc = np.array([r.forecast_s for r in lat if r.forecast_s is not None])
-        if fc.size:
-            out["forecast latency mean / p95 / max [s]"] = (
-                f"{fc.mean():.3f} / {np.percentile(fc, 95):.3f} / {fc.max():.3f}"
-            )
-        out["forecasts run / skipped"] = f"{fc.size} / {len(lat) - fc.size}"
-    return out
+        return parts
+    parts.append('<div class="cols">')
+    for title, rows in config["sections"].items():
+        parts.append(f"<div><h3>{_esc(str(title))}</h3>{_kv_table(rows)}</div>")
+    parts.append("</div>")
+    if config.get("parameter_file"):
+        parts.append(
+            "<details><summary>Parameter file of this run (every node setting; pass it as --params-file to "
+            "replay, or to the node)</summary>"
+            f"<pre>{_esc(str(config['parameter_file']))}</pre></details>"
+        )
+    return parts
+
+
+def _boundary_section(motion: MotionReport, names: list[str] | None, t0: float, xlim: tuple[float, float]) -> list[str]:
+    parts = ["<h2>Chunk boundaries</h2>"]
+    if not motion.boundaries:
+        parts.append('<p class="empty">No chunk boundary (fewer than two chunks).</p>')
+        return parts
+    parts.append(
+        '<p class="legend">At each switch to a new chunk: the <b>jump</b> is the new chunk\'s command minus the old '
+        "chunk's command at the same time (the new chunk's first executed point), largest over joints, in robot units "
+        "(after a hold: minus the held command). <b>Skipped</b>: actions of the new chunk already in the past when it "
+        "arrived; <b>repeated</b>: actions for a time slot the old chunk had already commanded. Peak velocity and jerk "
+        f"are of the executed command stream resampled at {motion.rate:g} Hz, within {motion.window_s:.3g} s of the "
+        "switch (finite differences; jerk of piecewise-linear commands is spiky: compare boundaries with the "
+        "interior figures below, at the same rate).</p>"
+    )
+    parts.append(_img(plots.boundaries_png(motion, t0, xlim, names), "boundary jumps and command speed"))
+    rows = []
+    for i, b in enumerate(motion.boundaries, 1):
+        j = b.jump_joint
+        joint = "" if j is None else (names[j] if names and j < len(names) else f"a[{j}]")
+        rows.append(
+            [i, b.chunk_id, b.time - t0, b.after, b.jump_max, joint, b.skipped, b.repeated, b.gap_s,
+             b.peak_velocity, b.peak_jerk]
+        )  # fmt: skip
+    header = ["#", "chunk", "t − t0 [s]", "after", "jump", "joint", "skipped", "repeated", "gap [s]",
+              "peak |v|", "peak |jerk|"]  # fmt: skip
+    parts.append(_grid_table(header, rows, left=0))
+    parts.append(
+        f'<p class="note">Away from every boundary: peak |v| {fmt(motion.interior_velocity)}, peak |jerk| '
+        f"{fmt(motion.interior_jerk)}; whole run: peak |v| {fmt(motion.peak_velocity)}, peak |jerk| "
+        f"{fmt(motion.peak_jerk)}.</p>"
+    )
+    return parts
+
+
+def _timeline_section(
+    data: ReportData,
+    motion: MotionReport,
+    lat: list[LatencyRecord],
+    bud: list[float | None],
+    t0: float,
+    xlim: tuple[float, float],
+) -> list[str]:
+    parts = ["<h2>Timeline: holds, drift trips, rejected inputs, latency budget</h2>"]
+    if not (motion.spans or data.holds or data.rejections or data.drift_trips or lat):
+        parts.append('<p class="empty">Nothing happened.</p>')
+        return parts
+    parts.append(
+        '<p class="legend">Top: each chunk\'s executed part (thick bar) and replaced part (thin bar); holds with their '
+        "reason; drift trips; rejected inputs with their reason. Bottom: each policy call's latency (at its "
+        "observation) against its budget, the time left in the chunk running then: a live call longer than that "
+        "leaves the robot holding. A replay runs on bag time (inference is instant there), so its budget is what a "
+        "live run with these latencies would have had.</p>"
+    )
+    parts.append(
+        _img(plots.timeline_png(motion, data.holds, data.drift_trips, data.rejections, lat, bud, t0, xlim), "timeline")
+    )
+    tables = []
+    if data.holds:
+        rows = [[m.stamp - t0, m.reason, m.chunk_id] for m in data.holds]
+        tables.append("<div><h3>Holds</h3>" + _grid_table(["t − t0 [s]", "reason", "chunk"], rows, left=0) + "</div>")
+    if data.drift_trips:
+        rows = [[m.stamp - t0, m.reason] for m in data.drift_trips]
+        tables.append("<div><h3>Drift trips</h3>" + _grid_table(["t − t0 [s]", "value"], rows, left=0) + "</div>")
+    if data.rejections:
+        rows = [[m.stamp - t0, m.detail, m.reason] for m in data.rejections]
+        tables.append(
+            "<div><h3>Rejected inputs</h3>" + _grid_table(["t − t0 [s]", "input", "reason"], rows, left=0) + "</div>"
+        )
+    if tables:
+        parts.append('<div class="cols">' + "".join(tables) + "</div>")
+    else:
+        parts.append('<p class="note">No holds, drift trips or rejected inputs.</p>')
+    return parts
 
 
 def render_html(data: ReportData) -> str:
     """The report as one HTML string (see the module docstring)."""
-    chunks = _chunks(data.chunks)
-    lat = _latencies(data.latencies)
-    stamps, values, chunk_ids, steps = _errors(data.errors, data.metric)
-    all_t = [c.stamp for c in chunks] + [r.stamp for r in lat] + stamps.tolist()
-    t0 = min(all_t) if all_t else 0.0
-
-    esc = html.escape
+    chunks = chunk_traces(data.chunks)
+    lat = latency_records(data.latencies)
+    stamps, values, chunk_ids, steps = error_arrays(data.errors, data.metric)
+    motion = motion_of(data, chunks)
+    summary = summarize(data, motion)
+    frame = _time_frame(data, chunks, lat, stamps)
+    t0, xlim = frame if frame is not None else (0.0, (0.0, 1.0))
+    names = data.action_names
+    generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(data.title)}</title>",
+        f"<title>{_esc(data.title)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>{esc(data.title)}</h1>",
-        f'<p class="meta">Generated {esc(_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))} '
-        "by cosmos3_ros."
-        + (f" Time axes show t − t0 with t0 = {t0:.3f} s (the earliest stamp)." if all_t else "")
+        f"<h1>{_esc(data.title)}</h1>",
+        f'<p class="meta">Generated {_esc(generated)} by cosmos3_ros.'
+        + (
+            f" Time axes show t − t0 in seconds, t0 = {t0:.3f} s (the first input frame), over the input's "
+            f"{xlim[1] - xlim[0]:.2f} s."
+            if frame is not None
+            else ""
+        )
         + "</p>",
         "<h2>Summary</h2>",
-        '<table class="summary">',
+        _kv_table({k: v for k, v in summary.items() if not isinstance(v, Mapping) or k in LABELS}, LABELS),
     ]
-    rows = dict(data.summary)
-    for k, v in _computed_summary(data, chunks, values, lat).items():
-        rows.setdefault(k, v)
-    for k, v in rows.items():
-        parts.append(f'<tr><td class="k">{esc(str(k))}</td><td>{esc(_fmt(v))}</td></tr>')
-    parts.append("</table>")
-
-    def img(b64: str, alt: str, cls: str = "fig") -> str:
-        return f'<img class="{cls}" alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
-
-    parts.append("<h2>Action chunks</h2>")
-    if chunks:
-        b64, note = _actions_png(chunks, data.action_names, t0)
+    if data.counters:
         parts.append(
-            '<p class="legend">One panel per action dimension. Each chunk is a segment starting one period after its '
-            "observation (tick mark); consecutive chunks alternate colours.</p>"
+            "<details><summary>Loop counters (raw names, as in diagnostics)</summary>"
+            + _kv_table(dict(sorted(data.counters.items())))
+            + "</details>"
         )
-        parts.append(img(b64, "action chunks per dimension over time"))
+    parts += _config_section(data.config)
+
+    parts.append("<h2>Commands sent</h2>")
+    if chunks:
+        b64, note = plots.commands_png(chunks, motion, data.holds, names, t0, xlim)
+        parts.append(
+            '<p class="legend">One panel per joint: the commands after the action mapping and the joint limits, as '
+            "published. Each chunk has its own colour: solid where it was executed, dashed and faint where it was "
+            "replaced at the next replan, dotted grey where its points were already past when it arrived; a thin "
+            "vertical line marks when it took over. Red crosses: holds (the held command).</p>"
+        )
+        parts.append(_img(b64, "commands per joint over time"))
         if note:
-            parts.append(f'<p class="note">{esc(note)}</p>')
+            parts.append(f'<p class="note">{_esc(note)}</p>')
     else:
         parts.append('<p class="empty">No action chunks recorded.</p>')
+
+    parts += _boundary_section(motion, names, t0, xlim)
+    parts += _timeline_section(data, motion, lat, budgets(chunks, lat, data.holds), t0, xlim)
 
     parts.append("<h2>Prediction error</h2>")
     if values.size:
         parts.append(
-            f'<p class="legend">{esc(data.metric)} of each forecast frame against the real frame matched to it, at the '
-            "time the frame was expected; the line is the mean per chunk"
-            + (", the dashed red line the drift threshold." if data.threshold is not None else ".")
+            f'<p class="legend">{_esc(data.metric)} of each forecast frame against the real frame matched to it, at '
+            "the time the frame was expected; the line is the mean per chunk"
+            + (", the dashed red line the drift threshold" if data.threshold is not None else "")
+            + (", red vertical lines the drift trips." if data.drift_trips else ".")
             + "</p>"
         )
-        parts.append(img(_errors_png(stamps, values, chunk_ids, steps, data.metric, data.threshold, t0), "error"))
+        parts.append(
+            _img(
+                plots.errors_png(
+                    stamps, values, chunk_ids, steps, data.metric, data.threshold, t0, xlim, data.drift_trips
+                ),
+                "prediction error",
+            )
+        )
     else:
         parts.append('<p class="empty">No prediction-error samples (forecasting off, or no frame matched).</p>')
 
-    parts.append("<h2>Latency per chunk</h2>")
-    if lat:
-        parts.append(img(_latency_png(lat, t0), "latency per chunk"))
-    else:
-        parts.append('<p class="empty">No timing recorded.</p>')
-
     parts.append("<h2>Predicted versus actual frames</h2>")
     strips = [s for s in data.strips if len(s.predicted)]
+    if data.strip_note:
+        parts.append(f'<p class="note">{_esc(data.strip_note)}</p>')
     if strips:
         for s in strips:
-            parts.append(f"<h3>{esc(s.title)}</h3>")
-            parts.append(img(_strip_png(s), s.title, "strip"))
-    else:
+            parts.append(f"<h3>{_esc(s.title)}</h3>")
+            parts.append(_img(plots.strip_png(s), s.title, "strip"))
+    elif not data.strip_note:
         parts.append('<p class="empty">No forecast frames to show.</p>')
+
+    if any(c.raw is not None for c in chunks):
+        parts.append("<h2>Raw model actions</h2>")
+        parts.append(
+            '<p class="legend">What the model returned, normalized, before the action mapping and the joint limits '
+            "(each chunk whole, in its colour above).</p>"
+        )
+        parts.append(_img(plots.raw_png(chunks, names, t0, xlim), "raw model actions"))
     parts.append("</body></html>")
     return "\n".join(parts)
 

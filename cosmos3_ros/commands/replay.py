@@ -23,15 +23,27 @@ from typing import Any
 
 import numpy as np
 
+#: Node name the output bag's topics are recorded under (as the node's own recording would).
+NODE = "/cosmos3_policy"
+
 HELP = "replay a rosbag2 bag (sqlite3 or MCAP) through the policy loop; write an MCAP bag and an HTML report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the arguments."""
     parser.add_argument("in_bag", metavar="IN_BAG", help="input bag directory, or a single .mcap/.db3 file")
-    parser.add_argument("--params-file", required=True, help="the node's parameter file (e.g. config/policy.yaml)")
-    parser.add_argument("--out", required=True, metavar="OUT_BAG", help="output bag directory (must not exist)")
+    parser.add_argument(
+        "--params-file", help="the node's parameter file (e.g. config/policy.yaml); required unless --report-only"
+    )
+    parser.add_argument(
+        "--out", metavar="OUT_BAG", help="output bag directory (must not exist); required unless --report-only"
+    )
     parser.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="do not run the policy: write the --report of IN_BAG as recorded (a live recording or a replay's output)",
+    )
     from cosmos3_ros.commands.flags import add_setting_flags
 
     add_setting_flags(parser, ["model", "device"], defaults={"model": "the parameter file's", "device": "the file's"})
@@ -73,13 +85,22 @@ def replay(
     *,
     report: str | Path | None = None,
     progress: bool = True,
+    params_file: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Replay ``in_bag`` with the given parameter values; returns a summary dict."""
+    """Replay ``in_bag`` with the given parameter values; returns the summary (JSON-able: null, never NaN).
+
+    The summary's keys are :data:`cosmos3_ros.bags.report_data.LABELS`' (the report prints the same figures with
+    those labels), plus ``counters`` (the loop's) and ``motion`` (:meth:`MotionReport.to_dict`, per boundary).
+    """
     from tqdm import tqdm
 
     from cosmos3_ros.backends import make_backend
+    from cosmos3_ros.bags.msgbuild import jsonable
     from cosmos3_ros.bags.reader import BagError, frame_from_msg, open_bag
     from cosmos3_ros.bags.recorder import BagRecorder, RecorderError
+    from cosmos3_ros.bags.report import write_report
+    from cosmos3_ros.bags.report_config import recording_metadata, run_config
+    from cosmos3_ros.bags.report_data import ReportData, motion_of, summarize
     from cosmos3_ros.bags.sinks import RecorderSink, ReportCollector
     from cosmos3_ros.bags.storage import check_output_path
     from cosmos3_ros.control.config import build_controller, loop_options, values_from_overrides
@@ -109,29 +130,40 @@ def replay(
         load_s = time.perf_counter() - t_load
         quiet = _QuietRecorderLog(out)  # a failure of the output is replay's one error line (see run)
         logging.getLogger("cosmos3_ros.bags.recorder").addFilter(quiet)
+        config = run_config(values, kind="replay", params_file=params_file, in_bag=in_bag)
         try:
             recorder = BagRecorder(
                 out,
                 storage="mcap",
                 image_every_n=int(values["record_image_every"]),
-                custom_data={"cosmos3_ros.replay_of": str(in_bag)},
+                custom_data={"cosmos3_ros.replay_of": str(in_bag), **recording_metadata(config)},
             ).start()
         except RecorderError as exc:
             logging.getLogger("cosmos3_ros.bags.recorder").removeFilter(quiet)
             backend.close()
             raise ValueError(str(exc)) from exc
-        collector = ReportCollector()
-        clock = {"now": 0.0}
-        options = dataclasses.replace(loop_options(values), enforce_budget=False)  # inference is instant in bag time
-        loop = PolicyLoop(
-            controller,
-            backend,
-            options,
-            Tee(RecorderSink(recorder, "/cosmos3_policy", values["drift_metric"]), collector),
-            lambda: clock["now"],
-            keep_frames_size=(160, 120),
+        settings = controller.settings
+        collector = ReportCollector(
+            metric=values["drift_metric"],
+            counters=controller.counters,
+            cameras=cameras,
+            layout=controller.config.camera_layout,
+            fps=settings.fps,
         )
-        rejected = 0
+        clock = {"now": 0.0}
+        sink = RecorderSink(
+            recorder,
+            NODE,
+            values["drift_metric"],
+            run_config=config,
+            counters=controller.counters,
+            threshold=float(values["drift_threshold"]),
+            clock=lambda: clock["now"],
+        )
+        options = dataclasses.replace(loop_options(values), enforce_budget=False)  # inference is instant in bag time
+        raw = _RawActions(backend)
+        loop = PolicyLoop(controller, raw, options, Tee(sink, collector), lambda: clock["now"], keep_frames_size=None)
+        span: list[float] = []
         t0 = time.perf_counter()
         bar = tqdm(total=total, unit="frame", desc="replay", disable=not progress)
         try:
@@ -139,10 +171,10 @@ def replay(
                 if recorder.error is not None:  # the output broke (disk full...): stop, reported below
                     break
                 bar.update(1)
+                span = [msg.stamp, msg.stamp] if not span else [min(span[0], msg.stamp), max(span[1], msg.stamp)]
                 try:
                     frame = frame_from_msg(msg.msgtype, msg.msg)
                 except ImageDecodeError as exc:
-                    rejected += 1
                     loop.reject(msg.topic, msg.stamp, exc.reason, str(exc))
                     continue
                 clock["now"] = msg.stamp
@@ -154,6 +186,7 @@ def replay(
                     loop.run_request(request)
             bar.close()
             loop.flush()
+            collector.finish()
         finally:
             bar.close()
             recorder.close()
@@ -163,26 +196,65 @@ def replay(
         wall_s = time.perf_counter() - t0
     finally:
         source.close()
-    summary = {
+    for c in collector.chunks:  # the model's own actions, before the mapping (secondary plot)
+        c.raw = raw.by_stamp.get(round(c.stamp, 6))
+    counters = controller.counters.snapshot()
+    data = ReportData(
+        title=f"cosmos3_ros replay of {Path(in_bag).name}",
+        chunks=collector.chunks,
+        errors=collector.errors,
+        latencies=collector.latencies,
+        strips=collector.picker.strips(),
+        strip_note=collector.picker.note(),
+        threshold=float(values["drift_threshold"]),
+        metric=values["drift_metric"],
+        action_names=list(controller.config.mapping.joint_names),
+        holds=collector.holds,
+        rejections=collector.rejections,
+        drift_trips=collector.drift_trips,
+        config=config,
+        span=(span[0], span[1]) if span else None,
+        control_rate=float(values["control_rate"]),
+        counters=counters,
+    )
+    monitor = loop.monitor_summary()
+    data.summary = {
         "in_bag": str(in_bag),
         "out_bag": str(out_bag),
         "frames": total,
-        "rejected_frames": rejected,
-        "chunks": len(collector.chunks),
-        "holds": len(collector.holds),
         "predicted_frames": collector.forecast_frames,
-        "prediction_errors": len(collector.errors),
+        "forecast_missed": monitor["forecast_missed"],
         "replay_wall_s": round(wall_s, 3),
         "model_load_s": round(load_s, 3),
         "warmup_s": round(warmup_s, 3),
-        "policy_latency_p50_s": loop.policy_latency.summary()["p50"],
-        "counters": controller.counters.snapshot(),
-        **{k: v for k, v in loop.monitor_summary().items() if not isinstance(v, bool)},
     }
+    motion = motion_of(data)
+    summary: dict[str, Any] = jsonable(summarize(data, motion))
+    summary["counters"] = counters
+    summary["motion"] = jsonable(motion.to_dict(data.action_names))
     if report:
-        _write_report(report, loop, collector, controller, values, summary)
+        data.summary = {k: v for k, v in summary.items() if k not in ("counters", "motion")}
+        write_report(report, data)
         summary["report"] = str(report)
     return summary
+
+
+class _RawActions:
+    """A backend wrapper that keeps the model's raw actions of every policy call, by observation stamp."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.by_stamp: dict[float, np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def policy(self, image: Any, settings: Any, *args: Any, **kwargs: Any) -> Any:
+        chunk = self._backend.policy(image, settings, *args, **kwargs)
+        stamp = kwargs.get("observation_stamp")
+        if stamp is not None and len(self.by_stamp) < 100_000:
+            self.by_stamp[round(float(stamp), 6)] = np.array(chunk.actions, dtype=np.float64)
+        return chunk
 
 
 class _QuietRecorderLog(logging.Filter):
@@ -209,36 +281,45 @@ def _check_output_written(recorder: Any, out: Path) -> None:
     )
 
 
-def _write_report(path, loop, collector, controller, values, summary) -> None:
-    from cosmos3_ros.bags.report import FrameStrip, ReportData, write_report
+def report_of_recording(in_bag: str | Path, report: str | Path) -> dict[str, Any]:
+    """Write the report of a recording as recorded; returns its summary (JSON-able)."""
+    from cosmos3_ros.bags.msgbuild import jsonable
+    from cosmos3_ros.bags.report import write_report
+    from cosmos3_ros.bags.report_bag import report_data_from_bag
+    from cosmos3_ros.bags.report_data import motion_of, summarize
+    from cosmos3_ros.bags.storage import check_output_path
 
-    strips = []
-    if loop.tracker.worst_chunk is not None:
-        strips.append(FrameStrip.from_chunk_frames(loop.tracker.worst_chunk, "Worst chunk: predicted vs actual"))
-    best = loop.tracker.best_chunk
-    if best is not None and (not strips or best.chunk_id != loop.tracker.worst_chunk.chunk_id):
-        strips.append(FrameStrip.from_chunk_frames(best, "Best chunk: predicted vs actual"))
-    data = ReportData(
-        title=f"cosmos3_ros replay of {Path(summary['in_bag']).name}",
-        chunks=collector.chunks,
-        errors=collector.errors,
-        latencies=collector.latencies,
-        strips=strips,
-        threshold=float(values["drift_threshold"]),
-        metric=values["drift_metric"],
-        action_names=list(controller.config.mapping.joint_names),
-        summary={k: v for k, v in summary.items() if not isinstance(v, dict)},
-    )
-    write_report(path, data)
+    check_output_path(report, "report", must_not_exist=False)
+    data = report_data_from_bag(in_bag)
+    motion = motion_of(data)
+    summary = jsonable(summarize(data, motion))
+    data.summary = dict(summary)
+    write_report(report, data)
+    return {**summary, "motion": jsonable(motion.to_dict(data.action_names)), "report": str(report)}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Replay and print the summary."""
+    """Replay (or only report) and print the summary."""
+    if args.report_only:
+        if not args.report:
+            raise ValueError("--report-only needs --report REPORT.html")
+        print(json.dumps(report_of_recording(args.in_bag, args.report), indent=2, allow_nan=False))
+        return 0
+    missing = [flag for flag, v in (("--params-file", args.params_file), ("--out", args.out)) if not v]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} required (or --report-only with --report)")
     try:
-        summary = replay(args.in_bag, _overrides(args), args.out, report=args.report, progress=not args.no_progress)
+        summary = replay(
+            args.in_bag,
+            _overrides(args),
+            args.out,
+            report=args.report,
+            progress=not args.no_progress,
+            params_file=args.params_file,
+        )
     except (FileNotFoundError, FileExistsError):
         raise
     except OSError as exc:  # e.g. the report or the output can not be written: one line, exit 2 (cli)
         raise ValueError(f"{exc.filename or 'I/O'}: {exc.strerror or exc}") from exc
-    print(json.dumps(summary, indent=2, default=float))
+    print(json.dumps(summary, indent=2, allow_nan=False))
     return 0

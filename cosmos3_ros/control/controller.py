@@ -156,6 +156,7 @@ class PolicyController:
         #: How the last chunk joined the one before: prefix rows given, rows already due when it arrived, the
         #: largest joint difference at the switch (None without a previous chunk), velocity/acceleration clamps.
         self.last_join: dict[str, float | int | None] = {}
+        self._position_clamps = 0
         self._in_flight: InferenceRequest | None = None
         self._last_request_stamp = float("-inf")
         self._next_id = 1
@@ -471,6 +472,7 @@ class PolicyController:
             if np.abs(actions[:d] - request.prefix).max() > 1e-4:
                 self.note("rtc.prefix_ignored", "rtc: the backend did not return the given prefix rows unchanged")
         clipped = self.config.mapping.clipped(actions)
+        self._position_clamps = clipped
         if clipped:
             self.counters.inc("clamps.position", clipped)
         positions = self.config.mapping.apply(actions)
@@ -522,6 +524,7 @@ class PolicyController:
             "boundary_jump": jump,
             "velocity_clamps": joined.velocity_clamps,
             "acceleration_clamps": joined.acceleration_clamps,
+            "position_clamps": self._position_clamps,
         }
         if prefix_rows and joined.consumed > prefix_rows:
             self.note(
@@ -560,6 +563,7 @@ class PolicyController:
             cur.frame_id,
             velocities=np.zeros((1, len(last))),
             accelerations=np.zeros((1, len(last))) if self.config.accelerations else None,
+            reason=reason,
         )
         return [hold]
 

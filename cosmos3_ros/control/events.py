@@ -47,12 +47,19 @@ class ChunkRecord:
     prefix_rows: int = 0
     consumed_rows: int | None = None
     boundary_jump: float | None = None
+    #: Loop clock when the request was made (the latency budget starts here); clamps of this chunk's commands
+    #: (joint limits, velocity, acceleration); the raw model actions [T, width] (model units).
+    request_stamp: float | None = None
+    clamps: int = 0
+    actions: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (what the recorder writes on ``~/chunk_timing``)."""
-        d = dataclasses.asdict(self)
+        """JSON-able form (what the recorder writes on ``~/chunk_timing``; actions as nested lists)."""
+        actions = self.actions
+        d = dataclasses.asdict(dataclasses.replace(self, actions=None))
         if self.timing is None:
             d.pop("timing")
+        d["actions"] = None if actions is None else np.asarray(actions, dtype=float).round(6).tolist()
         return d
 
 

@@ -244,6 +244,9 @@ class PolicyLoop:
             prefix_rows=0 if request.prefix is None else len(request.prefix),
             consumed_rows=join.get("consumed_rows"),
             boundary_jump=join.get("boundary_jump"),
+            request_stamp=request.made_at,
+            clamps=sum(int(join.get(k) or 0) for k in ("velocity_clamps", "acceleration_clamps", "position_clamps")),
+            actions=None if chunk is None else chunk.actions,
         )
         self.sink.chunk_done(record)
         return record

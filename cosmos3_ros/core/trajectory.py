@@ -132,6 +132,7 @@ class Trajectory:
     frame_id: str = ""
     velocities: np.ndarray | None = None  # [T, N]
     accelerations: np.ndarray | None = None  # [T, N]
+    reason: str = ""  # holds: why (chunk_expired, backend_failure, invalid_chunk, disarmed, clock_jump, ...)
 
     @property
     def end_time(self) -> float:

@@ -265,13 +265,29 @@ class PolicyNode(LifecycleNode):
         sinks: list[LoopSink] = []
         if values["record_path"]:
             from cosmos3_ros.bags.recorder import BagRecorder
+            from cosmos3_ros.bags.report_config import recording_metadata, run_config
             from cosmos3_ros.bags.sinks import RecorderSink
 
+            name = self.get_fully_qualified_name()
+            config = run_config(values, kind="live", node=name)  # what the report needs to reproduce the run
             recorder = BagRecorder(
-                values["record_path"], image_every_n=int(values["record_image_every"]), on_error=self._on_record_error
+                values["record_path"],
+                image_every_n=int(values["record_image_every"]),
+                on_error=self._on_record_error,
+                custom_data=recording_metadata(config),
             )
             self._recorder = recorder.start()
-            sinks.append(RecorderSink(recorder, self.get_fully_qualified_name(), values["drift_metric"]))
+            sinks.append(
+                RecorderSink(
+                    recorder,
+                    name,
+                    values["drift_metric"],
+                    run_config=config,
+                    counters=controller.counters,
+                    threshold=float(values["drift_threshold"]),
+                    clock=self.now,
+                )
+            )
             self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
         self._node_sink = NodeSink(
             self, values["drift_metric"], POSE_DIMS if values["action_space"] == "ee_pose" else 0, values["dry_run"]
