@@ -94,9 +94,10 @@ def test_replay_writes_trajectories_forecasts_and_errors(tmp_path, storage):
     assert "Run configuration" in html and "bridge_orig_lerobot" in html
 
 
-def test_two_replays_give_identical_actions(tmp_path):
+@pytest.mark.parametrize("rtc", [False, True])
+def test_two_replays_give_identical_actions(tmp_path, rtc):
     bag = _write_bag(tmp_path / "in", "mcap")
-    params = _params(forecast_every=0)
+    params = _params(forecast_every=0, rtc=rtc, replan_every=2)
     replay(bag, params, tmp_path / "a", progress=False)
     replay(bag, params, tmp_path / "b", progress=False)
     a = [[p.positions for p in m.msg.points] for m in _read(tmp_path / "a")["/cosmos3_policy/joint_trajectory"]]
@@ -104,6 +105,10 @@ def test_two_replays_give_identical_actions(tmp_path):
     assert len(a) == len(b) >= 4
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    if rtc:  # and the chunks did continue each other (known rows given, no jump at the switch)
+        timing = [json.loads(m.msg.data) for m in _read(tmp_path / "a")["/cosmos3_policy/chunk_timing"]]
+        joined = [t for t in timing if t["prefix_rows"] > 0]
+        assert len(joined) >= 3 and all(t["boundary_jump"] < 1e-6 for t in joined)
 
 
 def _bag_with_a_gap_and_a_bad_frame(path: Path) -> Path:
