@@ -6,17 +6,22 @@
   deterministic :class:`~cosmos3_ros.backends.fake.FakeBackend`) on its own event-loop thread, port 0: the fast tier.
 - :class:`SidecarProcess`: a server in its own process, either ``cosmos3-ros sidecar`` on a real checkpoint (the
   slow end-to-end tier) or a small FakeBackend server script (fast; for outages by SIGKILL).
-- :func:`raw_connect` / :func:`ask`: a plain websocket client for hand-made traffic.
+- :func:`raw_connect` / :func:`ask` / :func:`reply_of`: a plain websocket client for hand-made traffic.
 - :func:`raw_handshake` / :func:`read_frames`: a websocket spoken by hand over a TCP socket (for clients that stall
   mid-message, or junk that never finishes anything).
 - :class:`OpenpiStyleServer`: a foreign openpi-protocol server (NVIDIA's DROID server as documented) that records
   every observation it receives.
+- :data:`DROID_PRESET` / :func:`droid_settings` / :func:`roboarena_observation`: the shipped DROID preset and a
+  RoboArena-format observation, as NVIDIA's DROID evaluation clients send it.
+- :func:`openpi_python` / :func:`run_openpi_plan`: the real ``openpi-client`` from PyPI, in its own venv (it pins
+  numpy<2), sending a plan of observations on one connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import signal
@@ -39,7 +44,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from cosmos3_ros.backends.fake import FakeBackend
 from cosmos3_ros.core.backend import PolicyBackend
+from cosmos3_ros.core.params_file import read_params_file
 from cosmos3_ros.core.settings import PolicySettings
+from cosmos3_ros.core.synthetic import moving_scene_frame
 from cosmos3_ros.sidecar import protocol as proto
 from cosmos3_ros.sidecar.server import SidecarServer
 
@@ -49,6 +56,43 @@ SERVER_DEFAULTS = PolicySettings(num_steps=2)
 #: Requests in these tests override the server defaults on purpose.
 S = PolicySettings(prompt="pick up the red cup", num_steps=3, seed=5)
 IMG = np.full((48, 64, 3), 100, np.uint8)
+#: The shipped DROID preset (NVIDIA's released DROID contract).
+DROID_PRESET = Path(__file__).resolve().parents[1] / "config" / "droid.yaml"
+#: A Franka home pose (7 joints, rad) and a gripper position in DROID's convention (0 open .. 1 closed).
+HOME_JOINTS = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+HOME_GRIPPER = 0.25
+
+
+def droid_settings(**over: Any) -> PolicySettings:
+    """The sampling settings of config/droid.yaml (what ``cosmos3-ros sidecar --params-file`` serves), then ``over``."""
+    report = read_params_file(DROID_PRESET)
+    assert report.ok, report.warnings()
+    values = {k: v for k, v in report.values.items() if k in PolicySettings.field_names()}
+    return PolicySettings(**values).replace(**over)
+
+
+def roboarena_frames(t: float = 0.0, wrist: tuple[int, int] = (360, 640), exterior: tuple[int, int] = (180, 320)):
+    """The three RoboArena camera frames: (wrist, exterior 1, exterior 2), distinct scenes."""
+    return (
+        moving_scene_frame(t, *wrist),
+        moving_scene_frame(t + 0.3, *exterior),
+        moving_scene_frame(t + 0.6, *exterior)[:, ::-1].copy(),
+    )
+
+
+def roboarena_observation(
+    joints: np.ndarray = HOME_JOINTS, gripper: Any = HOME_GRIPPER, prompt: str = "put the cup in the bowl", **kw: Any
+) -> dict[str, Any]:
+    """A RoboArena/DROID observation as NVIDIA's clients send it (three cameras, joints, gripper, prompt)."""
+    wrist, ext1, ext2 = roboarena_frames(**kw)
+    return {
+        "observation/wrist_image_left": wrist,
+        "observation/exterior_image_1_left": ext1,
+        "observation/exterior_image_2_left": ext2,
+        "observation/joint_position": np.asarray(joints, np.float64),
+        "observation/gripper_position": np.asarray(gripper, np.float64),
+        "prompt": prompt,
+    }
 
 
 def free_port() -> int:
@@ -243,14 +287,22 @@ def raw_connect(url: str, **kwargs: Any) -> tuple[ClientConnection, dict]:
     return ws, proto.unpackb(ws.recv(timeout=10))
 
 
-def ask(ws: ClientConnection, payload: bytes | str, timeout: float = 10.0) -> dict:
-    """Send one message and return the decoded reply map."""
-    ws.send(payload)
-    reply = ws.recv(timeout=timeout)
-    assert isinstance(reply, bytes), f"text frame from server: {reply!r}"
-    out = proto.unpackb(reply)
-    assert isinstance(out, dict)
+def reply_of(frame: bytes | str) -> dict:
+    """A server frame as a reply map. Checks the frame type: a reply is binary msgpack, an error is a text frame
+    (JSON, returned in the ``{"error": {"type", "message"}, ...}`` shape of :func:`proto.error_reply`)."""
+    if isinstance(frame, str):
+        out = proto.parse_error_frame(frame)
+        assert out is not None, f"text frame that is not our JSON error: {frame!r}"
+        return out
+    out = proto.unpackb(frame)
+    assert isinstance(out, dict) and "error" not in out, f"an error in a binary frame: {out!r}"
     return out
+
+
+def ask(ws: ClientConnection, payload: bytes | str, timeout: float = 10.0) -> dict:
+    """Send one message and return the reply (:func:`reply_of`)."""
+    ws.send(payload)
+    return reply_of(ws.recv(timeout=timeout))
 
 
 def raw_handshake(
@@ -380,3 +432,99 @@ class OpenpiStyleServer:
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+# -- the real openpi-client ---------------------------------------------------------------------------------------
+
+OPENPI_VENV = Path(os.environ.get("COSMOS3_ROS_OPENPI_VENV", "/tmp/cosmos3_ros_openpi_venv"))
+
+
+@functools.cache
+def _openpi_python() -> tuple[Path | None, str]:
+    py = OPENPI_VENV / "bin" / "python"
+    probe = [str(py), "-c", "import openpi_client.websocket_client_policy"]
+    if py.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return py, ""
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "venv", "--clear", str(OPENPI_VENV)], capture_output=True, text=True)
+    if r.returncode == 0:
+        # openpi-client 0.1.2 imports typing_extensions without declaring it
+        pip = [
+            str(py),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "openpi-client",
+            "typing_extensions",
+        ]
+        r = subprocess.run(pip, capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        return None, f"cannot create the openpi-client venv at {OPENPI_VENV} (no network to PyPI?):\n{r.stderr[-2000:]}"
+    print(f"openpi-client venv created at {OPENPI_VENV} in {time.monotonic() - t0:.1f} s")
+    return py, ""
+
+
+def openpi_python() -> Path:
+    """Python of a venv with the real openpi-client from PyPI (created once, reused; ``$COSMOS3_ROS_OPENPI_VENV``).
+    When it cannot be created (no network) the test fails under CI=... and is skipped otherwise."""
+    py, why = _openpi_python()
+    if py is None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return py
+
+
+#: Sends observations with openpi-client's WebsocketClientPolicy, all on one connection, in the order of the plan;
+#: argv: port, npz of observations (``label|key`` with ``~`` for ``/``), plan (JSON list of labels).
+OPENPI_PLAN_SCRIPT = r"""
+import json, sys
+import numpy as np
+from openpi_client import websocket_client_policy as wcp
+
+port, path, plan = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+observations = {}
+with np.load(path, allow_pickle=False) as data:
+    for name in data.files:
+        label, key = name.split("|", 1)
+        value = data[name]
+        observations.setdefault(label, {})[key.replace("~", "/")] = str(value) if value.dtype.kind == "U" else value
+client = wcp.WebsocketClientPolicy(host="127.0.0.1", port=port)
+meta = client.get_server_metadata()
+out = {"metadata": {k: meta.get(k) for k in ("protocol", "action_chunk_size", "action_dim", "domain")}, "replies": []}
+for label in plan:
+    try:
+        r = client.infer(observations[label])
+    except RuntimeError as exc:
+        out["replies"].append({"raised": type(exc).__name__, "text": str(exc)})
+        continue
+    a = r["action"]
+    out["replies"].append({"action": a.tolist(), "dtype": str(a.dtype), "keys": sorted(r), "timing": r.get("timing")})
+print(json.dumps(out))
+"""
+
+
+def run_openpi_plan(
+    py: Path, port: int, observations: dict[str, dict[str, Any]], plan: list[str], tmp_path: Path
+) -> dict[str, Any]:
+    """Run :data:`OPENPI_PLAN_SCRIPT`: ``{"metadata": {...}, "replies": [{"action", "dtype", "keys", "timing"} or
+    {"raised", "text"} per plan entry]}``; actions come back as float32 arrays."""
+    script, data = tmp_path / "openpi_plan.py", tmp_path / "observations.npz"
+    script.write_text(OPENPI_PLAN_SCRIPT)
+    arrays = {
+        f"{label}|{key.replace('/', '~')}": np.asarray(value)
+        for label, obs in observations.items()
+        for key, value in obs.items()
+    }
+    np.savez(data, **arrays)
+    r = subprocess.run(
+        [str(py), str(script), str(port), str(data), json.dumps(plan)], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for reply in out["replies"]:
+        if "action" in reply:
+            reply["action"] = np.asarray(reply["action"], np.float32)
+    return out

@@ -437,6 +437,7 @@ RUNTIME_PROBES = {
     "prompt": ("wipe", lambda n: n.loop.controller.settings.prompt),
     "num_steps": (3, lambda n: n.loop.controller.settings.num_steps),
     "guidance": (2.5, lambda n: n.loop.controller.settings.guidance),
+    "guidance_steps": (1, lambda n: n.loop.controller.settings.guidance_steps),
     "shift": (5.0, lambda n: n.loop.controller.settings.shift),
     "seed": (9, lambda n: n.loop.controller.settings.seed),
     "view_point": ("wrist_view", lambda n: n.loop.controller.settings.view_point),

@@ -35,6 +35,7 @@ from sidecar_util import (
     ask,
     free_port,
     raw_connect,
+    reply_of,
     wait_until,
 )
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -139,9 +140,9 @@ def test_stop_answers_the_running_call_fails_queued_ones_and_closes_with_1001(fr
         assert wait_until(lambda: srv.healthz()[0] == 503) and srv.healthz()[1]["status"] == "stopping"
         refused = ask(late, request)
         assert refused["error"] == {"type": "unavailable", "message": "the server is shutting down"}
-        failed = proto.unpackb(queued.recv(timeout=5))
+        failed = reply_of(queued.recv(timeout=5))
         assert failed["error"]["type"] == "unavailable" and failed["observation/timestamp"] == 1.5
-        answered = proto.unpackb(running.recv(timeout=5))
+        answered = reply_of(running.recv(timeout=5))
         assert "error" not in answered and answered["action"].shape == (16, 10)
         for ws in (running, queued, late):
             with pytest.raises(ConnectionClosed) as info:
@@ -317,6 +318,13 @@ def _arr(**fields) -> dict:
     return d
 
 
+def _droid_p(**over) -> bytes:
+    """A request in NVIDIA's DROID keys with ``over`` on top (a None value leaves that key out), packed."""
+    msg = {"observation/image": IMG, "prompt": "p", "observation/joint_position": np.zeros(7)}
+    msg.update({"observation/gripper_position": 0.0, **over})
+    return _p({k: v for k, v in msg.items() if v is not None})
+
+
 MALFORMED: dict[str, bytes | str] = {
     "text frame": "hello",
     "text frame with json": json.dumps({"observation/image": [[0, 0, 0]]}),
@@ -377,8 +385,11 @@ MALFORMED: dict[str, bytes | str] = {
     "prompt not a string": _p({"observation/image": IMG, "prompt": {"text": "x"}}),
     "return_video not bool": _p({"observation/image": IMG, "return_video": "yes"}),
     "timestamp not a number": _p({"observation/image": IMG, "observation/timestamp": "now"}),
-    "joint_position with nan": _p({"observation/image": IMG, "observation/joint_position": np.array([0, np.nan])}),
-    "gripper_position as dict": _p({"observation/image": IMG, "observation/gripper_position": {"x": 1}}),
+    "joint_position with nan": _droid_p(**{"observation/joint_position": np.array([0.0] * 6 + [np.nan])}),
+    "gripper_position as dict": _droid_p(**{"observation/gripper_position": {"x": 1}}),
+    "gripper_position without joint_position": _droid_p(**{"observation/joint_position": None}),
+    "DROID keys without a prompt": _droid_p(prompt=None),
+    "prefix of the wrong width": _p({"observation/image": IMG, "observation/prefix": np.zeros((2, 7), np.float32)}),
     "state of the wrong width": _p({"observation/image": IMG, "observation/state": np.zeros(7)}),
     "state with inf": _p({"observation/image": IMG, "observation/state": np.full(10, np.inf)}),
     "control with non-string name": _p({"__ctrl__": [1]}),
@@ -473,7 +484,7 @@ def test_full_queue_answers_busy_at_once_and_the_connection_survives():
             assert time.monotonic() - t0 < 0.2  # at once, not after the model call
             assert busy["error"]["type"] == "busy" and busy["observation/timestamp"] == 5.0
             assert busy["error"]["message"] == "busy: 1 request(s) already waiting for the model; retry later"
-            first, second = (proto.unpackb(ws.recv(timeout=5)) for ws in conns[:2])
+            first, second = (reply_of(ws.recv(timeout=5)) for ws in conns[:2])
             assert "action" in first and "action" in second
             assert second["server_timing"]["queue_ms"] > 100  # it waited for the first call
             assert "action" in ask(conns[2], request)  # the same connection is served once there is room
@@ -481,7 +492,7 @@ def test_full_queue_answers_busy_at_once_and_the_connection_survives():
             fill()
             with SidecarBackend(srv.url) as b, pytest.raises(SidecarBusyError, match="retry later"):
                 b.policy(IMG, S)
-            assert all("action" in proto.unpackb(ws.recv(timeout=5)) for ws in conns[:2])
+            assert all("action" in reply_of(ws.recv(timeout=5)) for ws in conns[:2])
         finally:
             for ws in conns:
                 ws.close()

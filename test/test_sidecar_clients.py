@@ -7,16 +7,15 @@ process on the tiny checkpoint, bit for bit against the in-process runtime."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sidecar_util
 from sidecar_util import (
     IMG,
     SERVER_DEFAULTS,
@@ -128,8 +127,10 @@ r = client.infer(obs)
 out["action"] = r["action"].tolist()
 out["action_dtype"] = str(r["action"].dtype)
 out["server_timing"] = sorted(r["server_timing"])
-bad = client.infer({"prompt": "no image"})
-out["bad"] = bad.get("error")
+try:
+    client.infer({"prompt": "no image"})
+except RuntimeError as exc:  # our error text frame; the connection stays open
+    out["bad"] = str(exc)
 r2 = client.infer({"observation/exterior_image_1_left": frame, "observation/wrist_image_left": frame[:120],
                    "prompt": "pick up the red cup", "settings": {"seed": 5, "num_steps": 3}})
 out["multi_camera_action"] = r2["action"].tolist()
@@ -141,33 +142,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="session")
 def openpi_python() -> Path:
     """Python of a venv with the real openpi-client from PyPI (created once, reused)."""
-    venv = Path(os.environ.get("COSMOS3_ROS_OPENPI_VENV", "/tmp/cosmos3_ros_openpi_venv"))
-    py = venv / "bin" / "python"
-    probe = [str(py), "-c", "import openpi_client.websocket_client_policy"]
-    if py.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return py
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
-    if r.returncode == 0:
-        # openpi-client 0.1.2 imports typing_extensions without declaring it
-        pip = [
-            str(py),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "openpi-client",
-            "typing_extensions",
-        ]
-        r = subprocess.run(pip, capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        why = f"cannot create the openpi-client venv at {venv} (no network to PyPI?):\n{r.stderr[-2000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    print(f"openpi-client venv created at {venv} in {time.monotonic() - t0:.1f} s")
-    return py
+    return sidecar_util.openpi_python()
 
 
 def _run_openpi(py: Path, port: int, api_key: str, frame: np.ndarray, tmp_path: Path) -> dict:
@@ -194,13 +169,16 @@ def test_real_openpi_client_gets_a_chunk(openpi_python, server, frame, tmp_path)
     assert out["action_dtype"] == "float32"
     direct = FakeBackend()
     expected = direct.policy(frame, SERVER_DEFAULTS.replace(prompt="pick up the red cup")).actions
-    np.testing.assert_array_equal(np.asarray(out["action"], np.float32), expected)
+    np.testing.assert_array_equal(np.asarray(out["action"], np.float32), proto.droid_actions_to_model(expected))
     assert {"infer_ms", "queue_ms", "unpack_ms"} <= set(out["server_timing"])
-    # openpi-client returns our structured error as an ordinary reply dict and the connection stays usable
-    assert out["bad"]["type"] == "bad_request" and "no image" in out["bad"]["message"]
+    # openpi-client raises on our error text frame, with our JSON error in its message; the connection stays usable
+    header, _, text = out["bad"].partition("\n")
+    assert header == "Error in inference server:"
+    error = json.loads(text)
+    assert error["error"] == "bad_request" and error["message"].startswith("no image"), error
     np.testing.assert_array_equal(np.asarray(out["multi_camera_action"], np.float32), direct.policy(frame, S).actions)
     assert out["cameras"] == ["observation/exterior_image_1_left"]
-    # the DROID keys openpi clients send are accepted but are not the model's state
+    # the DROID keys without use_state: not the model's state, but the reply's gripper is NVIDIA's 1 - g
     assert [c.state for c in server.backend.policy_calls] == [None, None]
 
 

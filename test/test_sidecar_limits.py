@@ -32,6 +32,7 @@ from sidecar_util import (
     raw_connect,
     raw_handshake,
     read_frames,
+    reply_of,
     wait_until,
 )
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -100,7 +101,7 @@ def test_requests_of_clients_that_left_are_dropped_freed_and_stop_is_quick():
         wait_until(lambda: srv.server.connections == 1, timeout=2)
         assert srv.server.dropped == n and _live_jobs(srv) == 1  # only the running request is alive
         released = _settled_mib(base, below=3.0)
-        answered = proto.unpackb(running.recv(timeout=5))  # the client that stayed is answered
+        answered = reply_of(running.recv(timeout=5))  # the client that stayed is answered
         assert "action" in answered and answered["observation/timestamp"] == 1.0
         assert len(srv.backend.policy_calls) == 1  # no abandoned request reached the model
         wait_until(lambda: _live_jobs(srv) == 0, timeout=2)
@@ -130,8 +131,8 @@ def test_request_timeout_bounds_the_wait_in_the_queue_and_in_the_model():
             first.send(_p({"observation/image": IMG, "observation/timestamp": 1.0}))
             wait_until(lambda: srv.server.busy)
             second.send(_p({"observation/image": IMG, "observation/timestamp": 2.0}))
-            late = proto.unpackb(first.recv(timeout=5))
-            queued = proto.unpackb(second.recv(timeout=5))
+            late = reply_of(first.recv(timeout=5))
+            queued = reply_of(second.recv(timeout=5))
             waited = time.monotonic() - t0
             assert late["error"]["type"] == "model_error" and "request_timeout (0.3 s)" in late["error"]["message"]
             assert late["observation/timestamp"] == 1.0 and late["server_timing"]["infer_ms"] == 0.0
@@ -154,7 +155,7 @@ def test_stop_is_bounded_when_the_running_call_never_finishes():
         wait_until(lambda: srv.server.busy)
         t0 = time.monotonic()
         srv.request_stop()
-        reply = proto.unpackb(ws.recv(timeout=5))
+        reply = reply_of(ws.recv(timeout=5))
         assert reply["error"]["type"] == "unavailable" and "did not finish in 0.3 s" in reply["error"]["message"]
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)

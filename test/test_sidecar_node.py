@@ -123,7 +123,8 @@ def test_node_with_sidecar_publishes_the_served_actions(graph):
         assert call.settings == settings and call.stamp == stamp and call.image_shape == FRAME.shape
         assert call.state is None  # no joint_states_topic: no state
         expected = FakeBackend().policy(FRAME, settings).actions
-        np.testing.assert_array_equal(_positions(got.snapshot()[0]), expected)
+        first = _positions(got.snapshot()[0])  # rows already due when it arrived (a loaded CPU) are not published
+        np.testing.assert_array_equal(first, expected[-len(first) :])
         assert node.loop.policy_latency.summary()["last"] > 0
         assert node.loop.controller.counters.get("chunks_published") >= 1
 
@@ -163,9 +164,8 @@ def test_node_forwards_the_joint_state_to_the_sidecar_in_model_units(graph):
         expected = FakeBackend().policy(FRAME, settings, state=model_state).actions
         without = FakeBackend().policy(FRAME, settings.replace(use_state=False)).actions
         assert not np.array_equal(expected, without)  # the state matters
-        np.testing.assert_allclose(
-            _positions(got.snapshot()[0]), expected.astype(np.float64) * 2.0 + 0.5, rtol=0, atol=1e-12
-        )
+        first = _positions(got.snapshot()[0])
+        np.testing.assert_allclose(first, (expected.astype(np.float64) * 2.0 + 0.5)[-len(first) :], rtol=0, atol=1e-12)
 
 
 def test_sidecar_killed_and_restarted_under_a_running_node(graph, tmp_path):
@@ -275,14 +275,16 @@ def test_node_with_real_sidecar_publishes_the_in_process_actions(graph, tiny_mod
     sidecar = SidecarProcess.cli(tiny_model, free_port(), tmp_path / "sidecar.log").start().wait_healthy()
     try:
         # warmup off: the node's warm-up through a sidecar is checked in the fast tier; here it only costs time
-        node = _node(graph, sidecar.url, sidecar_timeout=60.0, warmup=False)
+        node = _node(graph, sidecar.url, sidecar_timeout=60.0, warmup=False, fps=1.0)  # slack for a loaded CPU
         test = graph.node("tester")
         cam = Camera(test, TOPIC)
         got = Collector(test, JointTrajectory, TRAJECTORY)
         stamp = test.get_clock().now().nanoseconds * 1e-9
         graph.wait_for(lambda: (cam.publish(FRAME, stamp=stamp), len(got) >= 1)[1], timeout=60, period=0.1)
         expected = Cosmos3PolicyRuntime(str(tiny_model), device="cpu").policy(FRAME, node.loop.controller.settings)
-        np.testing.assert_array_equal(_positions(got.snapshot()[0]), expected.actions)
+        got_positions = _positions(got.snapshot()[0])  # rows already due when the chunk arrived are not published
+        assert len(got_positions) >= 2
+        np.testing.assert_array_equal(got_positions, expected.actions[-len(got_positions) :])
     finally:
         rc = sidecar.stop()
     assert rc == 0, sidecar.log()[-3000:]

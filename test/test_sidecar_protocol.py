@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import msgpack
@@ -139,6 +140,13 @@ def _req(**extra):
     return msg
 
 
+def _droid(**extra):
+    """A request in NVIDIA's DROID keys (an ``observation/image``, the state, a prompt), with ``extra`` over it."""
+    msg = {"prompt": "pick", "observation/joint_position": np.zeros(7), "observation/gripper_position": 0.0}
+    msg.update(extra)
+    return _req(**msg)
+
+
 def test_minimal_openpi_request_parses_with_server_defaults():
     r = proto.parse_message(proto.unpackb(_openpi_packb({"observation/image": IMG, "prompt": "stack"})), DEFAULTS)
     assert isinstance(r, proto.Request)
@@ -165,6 +173,7 @@ DOCUMENTED_SETTINGS_KEYS = (
     "raw_action_dim",
     "use_state",
     "conditioning",
+    "guidance_steps",
 )
 DOCUMENTED_BOUNDS = {
     "action_chunk_size": (1, 128),
@@ -300,14 +309,18 @@ def test_camera_keys_first_by_priority_or_side_by_side_for_concat_view():
 
 def test_composed_cameras_wider_than_the_limit_are_rejected():
     wide = np.zeros((16, 3000, 3), np.uint8)
-    msg = {"observation/image": wide, "observation/wrist_image_left": wide, "settings": {"view_point": "concat_view"}}
+    msg = {
+        "observation/exterior_image_1_left": wide,
+        "observation/wrist_image_left": wide,
+        "settings": {"view_point": "concat_view"},
+    }
     with pytest.raises(proto.ProtocolError, match="composed cameras would be 16x6000; the limit is 4096 a side"):
         proto.parse_message(msg, DEFAULTS)
 
 
 def test_concat_view_width_is_checked_before_composing(monkeypatch):
     tall, wide = np.zeros((4096, 16, 3), np.uint8), np.zeros((16, 4096, 3), np.uint8)
-    order = ["observation/image", "observation/wrist_image_left"]
+    order = ["observation/exterior_image_1_left", "observation/wrist_image_left"]
     huge = plan({k: v.shape[:2] for k, v in zip(order, (tall, wide), strict=True)}, order, "side_by_side")
     assert huge.width > 10**6  # 4096 x 1M pixels: about 12.9 GB if it were composed
 
@@ -328,6 +341,7 @@ def test_forward_dynamics_request_and_openpi_state_passthrough():
         _req(
             mode="forward_dynamics",
             actions=actions.tolist(),
+            prompt="stack",
             **{
                 "observation/joint_position": np.zeros(7),
                 "observation/gripper_position": 0.5,
@@ -336,12 +350,12 @@ def test_forward_dynamics_request_and_openpi_state_passthrough():
                 "observation/extra": 1,
             },
         ),
-        DEFAULTS,
+        DEFAULTS.replace(use_state=True),
     )
     assert r.mode == "forward_dynamics" and r.actions.dtype == np.float32 and r.actions.shape == (4, 10)
-    assert r.joint_position.shape == (7,) and r.gripper_position.tolist() == [0.5]
+    assert r.joint_position.shape == (1, 7) and r.gripper_position.tolist() == [[0.5]]
     assert r.timestamp == 12.5 and r.return_video is True and r.ignored_keys == ("observation/extra",)
-    assert r.state is None  # the DROID keys are accepted for compatibility, they are not the model's state
+    assert r.state is None and r.droid  # forward_dynamics reads no state (and a policy row would need width 8)
 
 
 def test_observation_state_is_one_action_row_in_model_units():
@@ -421,10 +435,47 @@ BAD_REQUESTS = {
     "return_video int": (_req(return_video=1), "true or false"),
     "timestamp string": (_req(**{"observation/timestamp": "now"}), "finite number"),
     "timestamp inf": (_req(**{"observation/timestamp": math.inf}), "finite number"),
-    "joints nan": (_req(**{"observation/joint_position": np.array([0.0, math.nan])}), "non-finite"),
-    "joints string": (_req(**{"observation/joint_position": "home"}), "numeric"),
-    "joints 2-D": (_req(**{"observation/joint_position": np.zeros((3, 3))}), "1-D"),
-    "joints too many": (_req(**{"observation/joint_position": np.zeros(129)}), "at most 128"),
+    "joints nan": (_droid(**{"observation/joint_position": np.array([0.0] * 6 + [math.nan])}), "non-finite"),
+    "joints string": (
+        _droid(**{"observation/joint_position": "home"}),
+        "'observation/joint_position' must be a numeric array",
+    ),
+    "joints 3-D": (_droid(**{"observation/joint_position": np.zeros((2, 3, 7))}), "at most [128, D]"),
+    "joints width 6": (_droid(**{"observation/joint_position": np.zeros(6)}), "shape [7] or [T, 7] (radians)"),
+    "joints too many rows": (_droid(**{"observation/joint_position": np.zeros((129, 7))}), "at most [128, D]"),
+    "joints ragged": (_droid(**{"observation/joint_position": [[0.0] * 7, [0.0]]}), "rectangular list"),
+    "joints bool": (_droid(**{"observation/joint_position": np.zeros(7, bool)}), "got a boolean"),
+    "gripper [T, 2]": (_droid(**{"observation/gripper_position": np.zeros((3, 2))}), "[T] or [T, 1], got (3, 2)"),
+    "gripper dict": (_droid(**{"observation/gripper_position": {"g": 1}}), "'observation/gripper_position' must"),
+    "gripper inf": (_droid(**{"observation/gripper_position": math.inf}), "non-finite"),
+    "gripper missing": (
+        _req(prompt="x", **{"observation/joint_position": np.zeros(7)}),
+        "'observation/gripper_position' is missing",
+    ),
+    "joints missing": (
+        _req(prompt="x", **{"observation/gripper_position": 0.0}),
+        "'observation/joint_position' is missing",
+    ),
+    "droid without prompt": (
+        _req(**{"observation/joint_position": np.zeros(7), "observation/gripper_position": 0.0}),
+        "'prompt' must be a string",
+    ),
+    "droid and state": (_droid(**{"observation/state": np.zeros(10)}), "send the robot state once"),
+    "droid and prefix": (_droid(**{"observation/prefix": np.zeros((2, 10))}), "goes with 'observation/state'"),
+    "droid row too narrow for the domain": (
+        _droid(settings={"use_state": True}),
+        "the DROID keys give a state row of 8 values (7 joints, 1 - gripper); domain 'bridge_orig_lerobot' needs 10",
+    ),
+    "use_state without a state": (_req(settings={"use_state": True}), "use_state is set but no robot state"),
+    "prefix wrong width": (_req(**{"observation/prefix": np.zeros((2, 7))}), "shape [d, 10] with 1 <= d < 16"),
+    "prefix whole chunk": (_req(**{"observation/prefix": np.zeros((16, 10))}), "1 <= d < 16 (action_chunk_size)"),
+    "prefix 1-D": (_req(**{"observation/prefix": np.zeros(10)}), "got (10,)"),
+    "prefix nan": (_req(**{"observation/prefix": np.full((2, 10), math.nan)}), "prefix' contains non-finite"),
+    "prefix string": (_req(**{"observation/prefix": "tail"}), "numeric [d, 10] array"),
+    "prefix in forward_dynamics": (
+        _req(mode="forward_dynamics", actions=W10, **{"observation/prefix": np.zeros((2, 10))}),
+        "only read with mode 'policy'",
+    ),
     "state wrong width": (_req(**{"observation/state": np.zeros(3)}), "'observation/state' has 3 values"),
     "state string": (_req(**{"observation/state": "home"}), "'observation/state' must be a 1-D numeric"),
     "ctrl not string": ({"__ctrl__": 3}, "__ctrl__"),
@@ -446,3 +497,35 @@ def test_error_reply_shape():
     assert r["server_timing"] == {"infer_ms": 0.0} and r["observation/timestamp"] == 3.0
     assert proto.timestamp_of({"observation/timestamp": np.float64(2.0)}) == 2.0
     assert proto.timestamp_of([1]) is None
+
+
+# -- observation/prefix, error frames ---------------------------------------------------------------------------
+
+
+def test_prefix_is_known_rows_in_model_units():
+    prefix = np.linspace(-0.5, 0.5, 30).reshape(3, 10)
+    r = proto.parse_message(_req(**{"observation/prefix": prefix}), DEFAULTS)
+    assert r.prefix.dtype == np.float32 and r.prefix.shape == (3, 10) and not r.droid
+    np.testing.assert_array_equal(r.prefix, prefix.astype(np.float32))
+    assert proto.parse_message(_req(**{"observation/prefix": prefix.tolist()}), DEFAULTS).prefix.shape == (3, 10)
+    assert proto.parse_message(_req(), DEFAULTS).prefix is None
+
+
+def test_error_frames_are_json_text_and_parse_back():
+    reply = proto.error_reply(proto.ERROR_BAD_REQUEST, "no image", {"unpack_ms": np.float64(0.5)}, 2.0)
+    text = proto.error_frame(reply)
+    assert isinstance(text, str)
+    assert json.loads(text) == {
+        "error": "bad_request",
+        "message": "no image",
+        "server_timing": {"unpack_ms": 0.5},
+        "observation/timestamp": 2.0,
+    }
+    assert proto.parse_error_frame(text) == {
+        "error": {"type": "bad_request", "message": "no image"},
+        "server_timing": {"unpack_ms": 0.5},
+        "observation/timestamp": 2.0,
+    }
+    traceback_text = "Traceback (most recent call last):\n  File \"x.py\"\nKeyError: 'observation/image'"
+    for other in (traceback_text, "[1]", '{"error": "oops", "message": "x"}', '{"error": "busy"}', "null"):
+        assert proto.parse_error_frame(other) is None, other

@@ -5,6 +5,10 @@
 The process owns the GPU; robots (the ROS node's sidecar backend, or any ``openpi-client``) connect over
 websockets. The sampling settings are the defaults of every request (from ``--params-file``, the node's own
 parameter file, and the flags, which win); a request may override the ``request`` settings of the schema per call.
+With ``--params-file config/droid.yaml`` the server speaks NVIDIA's released DROID contract to unchanged DROID
+clients: the RoboArena keys (three cameras composed as NVIDIA composes them, joint and gripper positions as the first,
+given action row), ``action`` [32, 8] back with the gripper as ``1 - g``, UniPC 4 steps, guidance 3, shift 5, 15 fps
+(:mod:`cosmos3_ros.sidecar.droid`; the preset's node settings, cameras and joints, do not apply to the server).
 Every argument is checked before the model loads (flags, the parameter file, the token or token file, the server's
 limits, that the host and port can be listened on): a mistake is one line on stderr and exit code 2, in well under a
 second. The server's limits (``max_connections``, ``idle_timeout``, ``request_timeout``, ``max_message_mb``,

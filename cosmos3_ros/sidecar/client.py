@@ -4,14 +4,21 @@
 
 Talks openpi's protocol (msgpack-numpy over websockets), so it works with ``cosmos3-ros
 sidecar`` and with NVIDIA's Cosmos 3 openpi-protocol policy server. With our server (its
-connect metadata says ``protocol: cosmos3_ros/1``) every request carries the full sampling
+connect metadata says ``protocol: cosmos3_ros/...``) every request carries the full sampling
 settings, so results equal the in-process runtime's for the same settings and seed, and
 forward_dynamics and ``return_video`` are available; the robot state goes as
-``observation/state`` (one action row, model units). With another openpi server (NVIDIA's DROID
-policy server) only ``prompt``, ``observation/image`` and the robot state in the DROID/RoboArena
-keys are sent (``observation/joint_position`` = all but the last state dimension,
+``observation/state`` (one action row, model units) and known first rows of the chunk (``prefix``)
+as ``observation/prefix`` ([d, width] float32, model units). With another openpi server (NVIDIA's
+DROID policy server) only ``prompt``, ``observation/image`` and the robot state in the
+DROID/RoboArena keys are sent (``observation/joint_position`` = all but the last state dimension,
 ``observation/gripper_position`` = 1 - the last, as NVIDIA's server flips it), the reply's last
-action column is flipped back into the model's space, and the server's own settings apply.
+action column is flipped back into the model's space, and the server's own settings apply; such a
+server takes no prefix (BackendError).
+
+Errors: our server answers a request it cannot serve with a text frame holding ``{"error": type,
+"message": ...}`` and keeps the connection; it becomes ValueError (a bad request), NonFiniteOutputError,
+SidecarBusyError or BackendError, and the connection is kept. Any other text frame (an openpi
+server's traceback, after which it closes with 1011) is a BackendError and the connection is dropped.
 
 Connection handling: the constructor does no I/O. The first call connects. A lost connection
 (server killed, network down, request timeout) is dropped and the call raises
@@ -321,8 +328,13 @@ class SidecarBackend:
                 self._drop(f"connection lost ({exc})")
                 raise BackendError(f"sidecar {self._shown}: connection lost ({exc})") from None
             rtt = time.perf_counter() - t0
-            if isinstance(raw, str):  # openpi servers send a traceback as text, then close with 1011
-                self._drop("server sent an error text frame")
+            if isinstance(raw, str):
+                error = proto.parse_error_frame(raw)  # ours: a JSON error, the connection stays open
+                if error is not None:
+                    timing = error.get("server_timing")
+                    self.last_server_timing = dict(timing) if isinstance(timing, dict) else {}
+                    return error, rtt, ours
+                self._drop("server sent an error text frame")  # openpi's traceback, then a close with 1011
                 raise BackendError(f"sidecar {self._shown} failed:\n{raw[-2000:]}")
             try:
                 reply = proto.unpackb(raw)
@@ -373,18 +385,34 @@ class SidecarBackend:
         observation_stamp: float | None = None,
         return_video: bool = False,
         state: np.ndarray | None = None,
+        prefix: np.ndarray | None = None,
     ) -> ActionChunk:
-        """Ask the sidecar for an action chunk for ``image`` (HxWx3 uint8) and the robot ``state`` (if any)."""
+        """Ask the sidecar for an action chunk for ``image`` (HxWx3 uint8), the robot ``state`` and the known first
+        rows ``prefix`` ([d, width], model units; our server only), if any."""
         validate_image(image)
+        width, chunk_size = settings.action_width, settings.action_chunk_size
         if state is not None:
             state = np.asarray(state, dtype=np.float32).reshape(-1)
-            if state.size != settings.action_width or not np.isfinite(state).all():
-                raise ValueError(f"state must be {settings.action_width} finite values, got {state.shape}")
+            if state.size != width or not np.isfinite(state).all():
+                raise ValueError(f"state must be {width} finite values, got {state.shape}")
+        if prefix is not None:
+            prefix = np.asarray(prefix, dtype=np.float32)
+            if prefix.ndim != 2 or prefix.shape[1] != width or not 1 <= len(prefix) < chunk_size:
+                raise ValueError(f"prefix must be [d, {width}] with 1 <= d < {chunk_size}, got {prefix.shape}")
+            if not np.isfinite(prefix).all():
+                raise ValueError("prefix contains non-finite values")
 
         def build(ours: bool) -> dict[str, Any]:
+            if prefix is not None and not ours:
+                raise BackendError(
+                    f"the server at {self._shown} is not a cosmos3_ros sidecar: it takes no prefix rows "
+                    "(real-time chunking needs cosmos3-ros sidecar)"
+                )
             obs = self._observation(image, settings, observation_stamp, ours)
             if state is not None:
                 obs.update({"observation/state": state} if ours else proto.droid_state_keys(state))
+            if prefix is not None:
+                obs["observation/prefix"] = np.ascontiguousarray(prefix)
             if ours:
                 obs["mode"] = "policy"
                 if return_video:
@@ -462,8 +490,12 @@ def _raise_for_error(reply: dict[str, Any]) -> None:
     err = reply.get("error")
     if err is None:
         return
-    kind = str(err.get("type", "")) if isinstance(err, dict) else ""
-    message = str(err.get("message", "")) if isinstance(err, dict) else str(err)
+    if isinstance(err, dict):
+        kind, message = str(err.get("type", "")), str(err.get("message", ""))
+    elif err in proto.ERROR_TYPES:  # {"error": type, "message": text}, as our error frames carry it
+        kind, message = str(err), str(reply.get("message", ""))
+    else:
+        kind, message = "", str(err)
     if kind == proto.ERROR_BAD_REQUEST:
         raise ValueError(f"sidecar rejected the request: {message}")
     if kind == proto.ERROR_NON_FINITE:

@@ -59,12 +59,14 @@ class RequestTimeoutError(Exception):
 def model_call(backend: PolicyBackend, request: proto.Request) -> Callable[[], Any]:
     """The backend call a parsed request asks for."""
     if request.mode == "policy":
+        given = {} if request.prefix is None else {"prefix": request.prefix}  # a backend without prefix still works
         return lambda: backend.policy(
             request.image,
             request.settings,
             observation_stamp=request.timestamp,
             return_video=request.return_video,
             state=request.state,
+            **given,
         )
     return lambda: backend.forward_dynamics(
         request.image, request.actions, request.settings, observation_stamp=request.timestamp

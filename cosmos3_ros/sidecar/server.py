@@ -3,9 +3,11 @@
 """The sidecar server: one model, many websocket clients, one model call at a time.
 
 Wire format: openpi's (see :mod:`cosmos3_ros.sidecar.protocol`). On connect the server sends one metadata map; after
-that every binary request gets exactly one reply, in order. A request that cannot be served gets
-``{"error": {"type", "message"}}`` and the connection stays open (openpi instead sends a traceback as a text frame and
-closes with 1011; a robot loop is better served by a reply it can act on and a connection it keeps).
+that every request gets exactly one reply, in order. A request that cannot be served gets a *text* frame, as openpi's
+server sends its traceback (so ``openpi-client`` raises ``RuntimeError``), holding the JSON map ``{"error": type,
+"message": text}``; unlike openpi's server (which then closes with 1011) the connection stays open, so a robot loop
+keeps its connection and its next request is served. Requests in NVIDIA's DROID keys are read as its released DROID
+policy server reads them (:mod:`cosmos3_ros.sidecar.droid`).
 
 Admission, at the HTTP handshake (``process_request``, :mod:`cosmos3_ros.sidecar.gate`): ``/healthz`` needs no
 token. With a token set, a handshake without it (``Authorization: Bearer T``, openpi-client's ``Authorization:
@@ -63,7 +65,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from cosmos3_ros.core.backend import PolicyBackend
+from cosmos3_ros.core.backend import BackendError, PolicyBackend
+from cosmos3_ros.core.results import NonFiniteOutputError
 from cosmos3_ros.core.schema import BY_NAME
 from cosmos3_ros.core.settings import PolicySettings
 from cosmos3_ros.sidecar import protocol as proto
@@ -264,6 +267,12 @@ class SidecarServer:
             "serving on ws://%s (health: http://%s/healthz)%s; at most %d connection(s), %.0f MiB a message",
             *(where, where, ", token required" * bool(self.token), *limits),
         )
+        d = self.defaults
+        log.info(
+            "request defaults: domain %s, chunk %d x %d, %g fps, %d steps, guidance %g, shift %g, %s, %s, use_state %s",
+            *(d.domain_name, d.action_chunk_size, d.action_width, d.fps, d.num_steps, d.guidance, d.shift),
+            *(d.view_point, d.conditioning, d.use_state),
+        )
         if self.host not in LOOPBACK_HOSTS and self.token is None:
             log.warning("listening on %s without a token: anyone who can reach this port can use the model", self.host)
 
@@ -375,11 +384,12 @@ class SidecarServer:
         if prev_total_ms is not None:
             reply["server_timing"]["prev_total_ms"] = prev_total_ms
         t_pack = time.perf_counter()
+        data: bytes | str
         try:
-            data = proto.packb(reply)
+            data = proto.error_frame(reply) if "error" in reply else proto.packb(reply)
         except Exception as exc:  # a reply we cannot encode is our bug, not the client's
             log.exception("%s #%d: cannot encode reply", client, rid)
-            data = proto.packb(proto.error_reply(proto.ERROR_INTERNAL, f"cannot encode reply: {exc}"))
+            data = proto.error_frame(proto.error_reply(proto.ERROR_INTERNAL, f"cannot encode reply: {exc}"))
             what = "internal_error"
         pack_ms = (time.perf_counter() - t_pack) * 1e3
         st = reply.get("server_timing", {})
@@ -393,7 +403,7 @@ class SidecarServer:
         )
         return total_ms
 
-    async def _send(self, ws: ServerConnection, data: bytes) -> None:
+    async def _send(self, ws: ServerConnection, data: bytes | str) -> None:
         """Send ``data``; a client that does not take it within ``idle_timeout`` loses the connection."""
         try:
             async with asyncio.timeout(self.idle_timeout):
@@ -458,10 +468,18 @@ class SidecarServer:
             return proto.error_reply(kind, text, timing, request.timestamp), f"{what} -> {kind} ({text})"
         timing.update(job.timing_ms())
         timing.update(proto.model_timing_ms(result.timing))
-        self.served += 1
         if request.mode == "policy":
-            return proto.policy_reply(request, result, timing), what + " -> ok"
-        return proto.forward_dynamics_reply(request, result, timing), what + " -> ok"
+            try:
+                reply = proto.policy_reply(request, result, timing)
+            except (BackendError, NonFiniteOutputError) as exc:  # checked before it is sent: nothing goes out
+                kind, text = classify(exc)
+                log.error("%s", text)
+                self.errors += 1
+                return proto.error_reply(kind, text, timing, request.timestamp), f"{what} -> {kind} ({text})"
+        else:
+            reply = proto.forward_dynamics_reply(request, result, timing)
+        self.served += 1
+        return reply, what + " -> ok"
 
     async def _wait(self, job: Job, closed: asyncio.Future) -> Any:
         """The result, within ``request_timeout`` of its arrival; ClientGoneError when the client leaves first.
