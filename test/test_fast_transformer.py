@@ -49,8 +49,11 @@ def test_cuda_defaults_resolve_without_a_gpu():
     assert tuned.compile and tuned.compile_mode == "max-autotune-no-cudagraphs"
     assert FastOptions.resolve("cuda", fp8=True).fp8
     assert not FastOptions.resolve("cuda", fast=False).text_cache
-    with pytest.raises(ValueError, match="fp8 needs a CUDA"):
-        FastOptions.resolve("cpu", fp8=True)
+    assert FastOptions.resolve("cpu").batch_cfg and not FastOptions.resolve("cpu", batch_cfg=False).batch_cfg
+    emulated = FastOptions.resolve("cpu", fp8=True, fp8_keep="0:qkv")  # on the CPU: emulated, for tests
+    assert emulated.fp8 and emulated.fuse and emulated.fp8_keep == "0:qkv"
+    with pytest.raises(ValueError, match="fp8_keep token"):
+        FastOptions.resolve("cuda", fp8=True, fp8_keep="qkv,attn")
     with pytest.raises(ValueError, match="cuda_graphs needs"):
         FastOptions.resolve("cpu", cuda_graphs=True)
     with pytest.raises(ValueError, match="attention"):
@@ -124,7 +127,7 @@ def test_fused_gen_layer_equals_reference_layer(tiny_model):
     k = torch.randn(u, cfg.num_key_value_heads, cfg.head_dim, generator=g)
     v = torch.randn(u, cfg.num_key_value_heads, cfg.head_dim, generator=g)
     with torch.no_grad():
-        ref = ff._ref_gen_layer(tr.layers[0], x, cos, sin, k, v)
+        ref = ff._ref_gen_layer(tr.layers[0], x, cos, sin, [(k, v)])
         got = fused_gen_layer(
             x, cos, sin, k, v, ff._weights[0], ff.n_heads, ff.n_kv, ff.head_dim, ff.inter, ff.eps, "sdpa"
         )
@@ -235,3 +238,92 @@ def test_plans_follow_the_known_row_layout_and_offset(tiny_model, small_frame):
     assert ff.stats["plans"] == 3
     assert ff.plans()[-1].action_noisy_frame_indexes[0].tolist() == [2, 3, 4, 5]
     assert ff.stats["stock_steps"] == 0
+
+
+def test_fp8_keep_spec_parses_and_collapses():
+    from cosmos3_ros.model.options import Fp8Keep
+
+    keep = Fp8Keep.parse("qkv,0-1,3:down")
+    assert keep.keeps(5, "qkv") and keep.keeps(1, "gate_up") and keep.keeps(3, "down")
+    assert not keep.keeps(3, "o") and not keep.keeps(2, "down")
+    assert Fp8Keep.from_pairs(keep.pairs(4), 4).spec == "qkv,0-1,3:down"
+    assert Fp8Keep.from_pairs({(0, "o"), (1, "o"), (3, "o"), (2, "down")}, 4).spec == "0-1:o,3:o,2:down"
+    assert Fp8Keep.parse("none").pairs(4) == set() and Fp8Keep.parse("").spec == "none"
+    for bad in ("attn", "2-1:o", "0qkv", "1-:down"):
+        with pytest.raises(ValueError, match="fp8_keep token"):
+            Fp8Keep.parse(bad)
+    with pytest.raises(ValueError, match="out of range"):
+        Fp8Keep.parse("7:o").check(4)
+
+
+def test_emulated_fp8_linear_rounds_like_e4m3():
+    from cosmos3_ros.model.kernels import fp8_linear, quantize_fp8
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(16, 64, generator=g), torch.randn(32, 64, generator=g)
+    w8, scale = quantize_fp8(w)
+    got = fp8_linear(x, w8, scale, torch.float32)
+    err = float((got - x @ w.t()).norm() / (x @ w.t()).norm())
+    assert 1e-3 < err < 8e-2  # e4m3 has 3 mantissa bits: percent-level, not float32-level, error
+
+
+def test_noise_memo_gives_the_stock_draws_and_generator_state():
+    from diffusers.pipelines.cosmos import pipeline_cosmos3_omni as po
+
+    from cosmos3_ros.model.call_hooks import memoized_noise
+
+    def draws(shapes, memo=None):
+        gen = torch.Generator().manual_seed(3)
+        if memo is None:
+            return [po.randn_tensor(s, generator=gen, device=torch.device("cpu")) for s in shapes]
+        with memoized_noise(memo):
+            return [po.randn_tensor(s, generator=gen, device=torch.device("cpu")) for s in shapes]
+
+    memo: dict = __import__("collections").OrderedDict()
+    for shapes in ([(2, 3), (4,)], [(2, 3), (4,)], [(2, 3), (5,)]):  # miss, hit, hit then a new shape
+        for a, b in zip(draws(shapes, memo), draws(shapes), strict=True):
+            assert torch.equal(a, b)
+    assert len(memo) == 3 and po.randn_tensor.__module__ == "diffusers.utils.torch_utils"
+
+
+def test_frame_tables_are_the_stock_arithmetic():
+    from PIL import Image
+
+    from cosmos3_ros.model.call_hooks import unit_lut
+
+    x = np.arange(256, dtype=np.float32)
+    assert torch.equal(unit_lut("pil", "cpu"), 2.0 * torch.from_numpy(x / 255.0) - 1.0)
+    assert torch.equal(unit_lut("framework", "cpu"), torch.from_numpy(x / np.float32(127.5) - 1.0))
+    from diffusers.video_processor import VideoProcessor
+
+    from cosmos3_ros.model.call_hooks import cached_preprocess
+
+    vp = VideoProcessor(vae_scale_factor=16, resample="bilinear")
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    ref = vp.preprocess_video([img])
+    with cached_preprocess(vp, torch.device("cpu")):
+        assert torch.equal(vp.preprocess_video([img]), ref)
+
+
+def test_several_passes_in_one_forward_are_row_exact(exact_rt, small_frame):
+    """Two different captions' passes stacked in one forward give each pass's own output, bit for bit."""
+    ff = exact_rt.pipe.fast_forward
+    captured = []
+    tr = exact_rt.pipe.transformer
+    handle = tr.register_forward_pre_hook(lambda m, a, kw: captured.append(dict(kw)), with_kwargs=True)
+    try:
+        exact_rt.policy(small_frame, S.replace(num_steps=1))
+        exact_rt.policy(small_frame, S.replace(num_steps=1, prompt="open the drawer", seed=4))
+    finally:
+        handle.remove()
+    ff.begin_call()
+    with torch.inference_mode():
+        plans = [ff._plan_for_call(kw) for kw in captured]
+        inputs = [
+            (kw["vision_tokens"][0], kw["vision_timesteps"], kw["action_tokens"][0], kw["action_timesteps"])
+            for kw in captured
+        ]
+        both = ff.run_entries(list(zip(plans, inputs, strict=True)))
+        alone = [ff.run_entries([(p, i)])[0] for p, i in zip(plans, inputs, strict=True)]
+    for got, ref in zip(both, alone, strict=True):
+        assert torch.equal(got[0][0], ref[0][0]) and torch.equal(got[2][0], ref[2][0])

@@ -252,3 +252,16 @@ def test_conditioning_frame_is_normalised_to_unit_range(runtime, frame):
         runtime.pipe._encode_video = original
     lo, hi = seen[0]
     assert -1.0 <= lo and hi <= 1.0 and hi - lo > 1.0
+
+
+def test_the_fp8_setting_reaches_the_runtime(tiny_model):
+    """``fp8: true`` (node parameter, sidecar and predict flag) builds the runtime with FP8 (emulated on a CPU)."""
+    from cosmos3_ros.backends import make_runtime
+    from cosmos3_ros.control.config import values_from_overrides
+
+    values = values_from_overrides({"model": str(tiny_model), "device": "cpu", "fp8": True})
+    rt = make_runtime(values)
+    try:
+        assert rt.fast_options.fp8 is True
+    finally:
+        rt.close()

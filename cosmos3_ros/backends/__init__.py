@@ -52,10 +52,19 @@ def make_backend(values: dict[str, Any]) -> PolicyBackend:
             token=read_token(values["sidecar_token_file"]),
             timeout_s=float(values["sidecar_timeout"]),
         )
+    return make_runtime(values)
+
+
+def make_runtime(values: dict[str, Any]) -> PolicyBackend:
+    """The in-process Cosmos 3 runtime the model settings describe (node, sidecar, fleet replicas, predict)."""
     if not values["model"]:
         raise ValueError("parameter 'model' is empty: set it to a checkpoint directory or a cached HF id")
     from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
 
     return Cosmos3PolicyRuntime(
-        values["model"], device=values["device"], dtype=values["dtype"], guardrail=values["guardrail"]
+        values["model"],
+        device=values["device"],
+        dtype=values["dtype"],
+        guardrail=values["guardrail"],
+        fp8=bool(values.get("fp8", False)),
     )

@@ -178,3 +178,119 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def preset_markdown(res: dict[str, Any]) -> str:
+    """One preset's results as markdown, with the exact command."""
+    s = res["settings"]
+    calls = res.get("calls", {})
+    q = res.get("quality") or {}
+    lines = [
+        f"# cosmos3-ros bench --preset {res['preset']}: {res.get('size')} on {res.get('device')}, {res.get('date')}",
+        "",
+        "Command:",
+        "",
+        "```",
+        res.get("command", ""),
+        "```",
+        "",
+        f"Preset `{res.get('preset_file')}`: {s['num_steps']} steps, guidance {s['guidance']}, shift {s['shift']}, "
+        f"chunk {s['action_chunk_size']} at {s['fps']} fps, domain {s['domain_name']}, width {s['raw_action_dim']}, "
+        f"{s['view_point']}, conditioning {s['conditioning']}, state row {s['use_state']}; frame "
+        f"{res['frame'][1]}x{res['frame'][0]}; random weights ({res.get('transformer_params', 0) / 1e9:.2f} B), "
+        f"{res.get('dtype')}. Totals: median of {res.get('repeats')} device-synchronised calls after warm-up. "
+        "Stock is diffusers' own code path (`fast=False`) with the preset's contract.",
+        "",
+        "| call | total | preprocess | encode | denoise | decode | vs stock |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    stock = res.get("stock_policy_latent_s")
+    for name, c in calls.items():
+        t = c.get("runtime_timing") or {}
+        speed = _fmt(stock / c["total_s"], "x") if stock and c.get("total_s") and "policy" in name else "-"
+        lines.append(
+            f"| {name} | {_fmt(c.get('total_s'))} | {_fmt(t.get('preprocess_s'), 'ms')} | "
+            f"{_fmt(t.get('encode_s'), 'ms')} | {_fmt(t.get('denoise_s'))} | {_fmt(t.get('decode_s'))} | {speed} |"
+        )
+    floor = res.get("bf16_vs_fp32_rel_error")
+    lines += [
+        "",
+        "| summary | value |",
+        "| --- | --- |",
+        f"| ours policy / stock latent | {_fmt(res.get('ours_policy_s'))} / {_fmt(stock)} "
+        f"({_fmt(res.get('speedup_policy_vs_stock_latent'), 'x')}) |",
+        f"| action rel. L2, ours vs stock (same seed) | {_fmt(res.get('action_rel_error'), 'e')} |",
+        f"| preprocessing (ours, median) | {_fmt(res.get('preprocess_s'), 'ms')} |",
+        f"| cold start / first call after warm-up | {_fmt(res.get('ours_cold_start_s'))} / "
+        f"{_fmt(res.get('ours_first_call_after_warmup_s'))} |",
+    ]
+    if res.get("ours_interval_policy_s") is not None:
+        lines += [
+            f"| guidance on the first step only (`guidance_steps: 1`) | {_fmt(res['ours_interval_policy_s'])}; "
+            f"actions vs full guidance {_fmt(res.get('interval_vs_full_guidance_rel_error'), 'e')}, vs stock with "
+            f"the same interval {_fmt(res.get('interval_vs_stock_interval_rel_error'), 'e')} |",
+        ]
+    if res.get("ours_fp8_policy_s") is not None:
+        lines += [
+            f"| FP8 (keep bf16: `{res.get('fp8_keep')}`) | {_fmt(res['ours_fp8_policy_s'])} "
+            f"({_fmt(res.get('fp8_speedup_vs_ours'), 'x')} ours bf16) |",
+        ]
+    if res.get("ours_fp8_interval_policy_s") is not None:
+        lines += [
+            f"| FP8 and guidance on the first step only | {_fmt(res['ours_fp8_interval_policy_s'])}; actions vs "
+            f"ours bf16 with full guidance {_fmt(res.get('fp8_interval_vs_full_guidance_rel_error'), 'e')} |",
+        ]
+    if q:
+        lines += [
+            f"| quality over {q.get('samples')} samples: bf16 noise floor (stock bf16 vs stock "
+            f"{res.get('fp32_reference', 'fp32')}) | mean {_fmt(floor, 'e')} "
+            f"({_spread(q.get('bf16_vs_fp32'))}) |",
+            f"| ours bf16 vs fp32 | mean {_fmt(_m(q, 'ours_bf16_vs_fp32'), 'e')} "
+            f"({_spread(q.get('ours_bf16_vs_fp32'))}) |",
+            f"| FP8 vs ours bf16 | mean {_fmt(_m(q, 'fp8_vs_ours_bf16'), 'e')} ({_spread(q.get('fp8_vs_ours_bf16'))}): "
+            f"{_fmt(q.get('fp8_over_floor'), 'x')} the floor |",
+        ]
+    loop = res.get("loop")
+    if loop:
+        lines += [
+            f"| loop: policy + forward-dynamics forecast ({loop['cycles']} cycles) | cycle p50 "
+            f"{_fmt(loop['cycle_p50_s'])}, p95 {_fmt(loop['cycle_p95_s'])} against a {_fmt(loop['budget_s'])} budget: "
+            f"{'fits' if loop['fits_budget'] else 'does not fit'} (policy p95 {_fmt(loop['policy_p95_s'])}, "
+            f"forecast p95 {_fmt(loop['forecast_p95_s'])}) |",
+        ]
+    for b, r in (res.get("batch") or {}).items():
+        lines.append(
+            f"| policy_batch of {b} | {_fmt(r['total_s'])} ({_fmt(r['per_sample_s'])} per sample, "
+            f"{_fmt(r.get('throughput_vs_single'), 'x')} the throughput of single calls); max rel. L2 vs single "
+            f"{_fmt(r['max_rel_error_vs_single'], 'e')} |"
+        )
+    bars = res.get("bars") or {}
+    if bars:
+        lines += ["", "Bars: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in bars.items())]
+    if res.get("bars_note"):
+        lines += ["", f"Bars: {res['bars_note']}."]
+    if res.get("errors"):
+        lines += ["", "Errors:"] + [f"- {k}: {v.splitlines()[0]}" for k, v in res["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _m(q, name):
+    return (q.get(name) or {}).get("mean")
+
+
+def _spread(d) -> str:
+    if not d or d.get("mean") is None:
+        return "-"
+    return f"median {d['median']:.2e}, min {d['min']:.2e}, max {d['max']:.2e}"
+
+
+def write_preset_results(res: dict[str, Any], out_dir: str | Path, tag: str = "") -> tuple[Path, Path]:
+    """Write ``<date>-<gpu>-<preset>[-tag].json`` and ``.md``; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = gpu_slug(res.get("gpu", "")) if "cuda" in res.get("device", "") else f"cpu-{res.get('size')}"
+    stem = f"{res.get('date')}-{gpu}-{res['preset']}" + (f"-{slug(tag)}" if tag else "")
+    jp, mp = out / f"{stem}.json", out / f"{stem}.md"
+    jp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
+    mp.write_text(preset_markdown(res))
+    return jp, mp

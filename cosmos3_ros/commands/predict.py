@@ -42,7 +42,7 @@ def load_image(path: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     """Run the call and write the result."""
-    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.backends import make_runtime
 
     settings = settings_from_args(args)
     if not Path(args.image).is_file():
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     if args.mode == "forward_dynamics" and not args.actions:
         raise ValueError("--mode forward_dynamics needs --actions A.npy")
-    m = flag_values(args, ("model", "device", "dtype", "guardrail"))
-    runtime = Cosmos3PolicyRuntime(m["model"], device=m["device"], dtype=m["dtype"], guardrail=m["guardrail"])
+    runtime = make_runtime(flag_values(args, ("model", "device", "dtype", "guardrail", "fp8")))
     t0 = time.perf_counter()
     if args.mode == "policy":
         chunk = runtime.policy(image, settings, return_video=args.video)

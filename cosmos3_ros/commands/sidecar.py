@@ -123,12 +123,10 @@ def run(args: argparse.Namespace) -> int:
     options = server_options(values, token)
     check_options(**{k: v for k, v in options.items() if k not in ("host", "port", "warmup")})
     _check_bindable(values["host"], values["port"])  # fail before a long model load, not after
-    from cosmos3_ros.model.runtime import Cosmos3PolicyRuntime
+    from cosmos3_ros.backends import make_runtime
 
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM during the model load ends like Ctrl-C
-    runtime = Cosmos3PolicyRuntime(
-        values["model"], device=values["device"], dtype=values["dtype"], guardrail=values["guardrail"]
-    )
+    runtime = make_runtime(values)
     server = SidecarServer(runtime, defaults, **options)
 
     async def main() -> None:

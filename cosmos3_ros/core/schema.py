@@ -270,6 +270,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("warmup", "bool", True,
             "Run the loop's model calls once before serving (compilation and graph capture never land on the first "
             "control cycle).", "model"),
+    Setting("fp8", "bool", False,
+            "Opt-in FP8 (Hopper and newer GPUs): the transformer blocks' linear layers in row-wise scaled float8, "
+            "the measured sensitive ones kept in bf16 (see 'GPU performance'). Faster, and it changes the actions: "
+            "check them on your task first.", "model"),
     # -- sampling: one model call ---------------------------------------------------------------------------------
     Setting("prompt", "str", "Perform the task.",
             "Task instruction; the node also takes it on ~/instruction (std_msgs/String).", "sampling",

@@ -16,7 +16,7 @@ NVIDIA's DROID server (``cosmos_framework/scripts/action_policy_server_robolab.p
   96 and bottom 4 to 544x736. diffusers 0.42.1 first rounds the frame down to 16-pixel multiples by *resizing*
   (540 -> 528). A frame larger than the canvas is resized as the framework does (bicubic, antialiased, on uint8,
   rounded back to uint8), then padded (``edge`` instead of ``reflect`` when a pad is at least the content size).
-  Pixels map to [-1, 1] as ``x / 127.5 - 1``.
+  Pixels map to [-1, 1] as ``x / 127.5 - 1`` (true division, the same on every device).
 
 Pure functions: the pipeline (:mod:`cosmos3_ros.model.given_rows`) calls them when a request asks for this contract.
 """
@@ -97,7 +97,8 @@ def frame_to_uint8_chw(image: Any) -> torch.Tensor:
     else:
         if not isinstance(image, np.ndarray):  # PIL
             image = np.asarray(image.convert("RGB"))
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        arr = np.ascontiguousarray(image)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)
     if t.dtype != torch.uint8 or t.ndim != 3 or t.shape[0] != 3:
         raise ValueError(f"conditioning frame must be RGB uint8 HxWx3, got {tuple(t.shape)} {t.dtype}")
     return t
@@ -128,14 +129,29 @@ def framework_conditioning(
     """What ``_prepare_action_video_conditioning`` returns, prepared as NVIDIA's server does.
 
     Returns ``(frames [1, 3, num_frames, H_c, W_c] in [-1, 1], image_size [H_c, W_c, h, w], H_c, W_c)``; every frame
-    of the clip is the conditioning frame (only latent frame 0 is used in policy and forward_dynamics).
+    of the clip is the conditioning frame (an expanded view: only latent frame 0 is used in policy and
+    forward_dynamics). A frame that fits the canvas travels as bytes and is padded on ``device``; the pixel values
+    come from a table of ``x / 127.5 - 1`` (the same numbers on every device).
     """
+    from cosmos3_ros.model.call_hooks import unit_lut
+
     frame = frame_to_uint8_chw(image)
     target_h, target_w = canvas_for(frame.shape[-2], frame.shape[-1], resolution_tier)
-    padded, content_h, content_w = fit_to_canvas(frame, target_h, target_w)
-    x = (padded.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)  # _normalize_video_databatch_inplace
-    frames = x.unsqueeze(0).unsqueeze(2)
+    h, w = int(frame.shape[-2]), int(frame.shape[-1])
+    scale = min(target_w / w, target_h / h, 1.0)
+    lut = unit_lut("framework", device)
+    if (int(scale * h + 0.5), int(scale * w + 0.5)) == (h, w):
+        content_h, content_w = h, w
+        x = lut[frame.to(device).long()]
+        pad_right, pad_bottom = target_w - w, target_h - h
+        if pad_right or pad_bottom:
+            mode = "replicate" if pad_right >= w or pad_bottom >= h else "reflect"
+            x = F.pad(x.unsqueeze(0), (0, pad_right, 0, pad_bottom), mode=mode).squeeze(0)
+    else:
+        padded, content_h, content_w = fit_to_canvas(frame, target_h, target_w)
+        x = lut[padded.to(device).long()]  # _normalize_video_databatch_inplace of the padded uint8 values
+    frames = x.to(dtype).unsqueeze(0).unsqueeze(2)
     if num_frames > 1:
-        frames = frames.expand(-1, -1, num_frames, -1, -1).contiguous()
+        frames = frames.expand(-1, -1, num_frames, -1, -1)
     image_size = torch.tensor([target_h, target_w, content_h, content_w], device=device, dtype=torch.float32)
     return frames, image_size, target_h, target_w

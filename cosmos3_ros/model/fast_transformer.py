@@ -12,23 +12,26 @@ with the same caption. The stock forward recomputes them every step.
 Levers, by exactness:
 
 * **Text cache (exact).** The text stream runs once per caption; each layer's text K/V for
-  the generation stream are kept (LRU). Each step runs the generation stream only, with the
-  same modules and kernels as stock, so the numbers are bit-identical (``fuse=False``,
-  ``compile=False``, ``attention="stock"``; checked on CPU and on an H100): 1516 of the 1839
-  tokens of a Nano policy step remain.
+  the generation stream are kept (LRU, :mod:`cosmos3_ros.model.fast_plan`). Each step runs the
+  generation stream only, with the same modules and kernels as stock, so the numbers are
+  bit-identical (``fuse=False``, ``compile=False``, ``attention="stock"``; checked on CPU and on
+  an H100): 1516 of the 1839 tokens of a Nano policy step remain.
+* **Several passes in one forward (exact on the CPU).** Passes are stacked along the token rows
+  (every row-wise op sees more rows, attention runs per pass against its own caption's K/V):
+  the conditional and unconditional pass of a guided step (``batch_cfg``: the unconditional
+  layout that followed a conditional one is remembered, so from the second call on both run
+  together from step 0), and the passes of several calls (:mod:`cosmos3_ros.model.batching`).
+  On the CPU each row comes out bit-identical; on a GPU the larger GEMMs may pick other
+  kernels (bf16 noise).
 * **bf16-noise levers (GPU default).** Fused Q/K/V and gate/up projections (the module
   weights become views into the fused tensors, so no memory is duplicated and the stock
-  modules still work), the timestep embedding computed once instead of once per token, one
-  ``torch.compile``d layer function shared by all layers (dynamic in the sequence length: a
-  new frame size or caption never recompiles), SDPA with GQA (the kernel stock asks for), and
-  the whole step captured in a CUDA graph per input layout. Each changes rounding only; the
-  inductor kernels are autotuned per machine, so the last bits differ between machines too.
-* **FP8 (opt-in, changes numbers).** Generation-stream GEMMs in float8 e4m3 with per-row
-  activation and per-channel weight scales (``torch._scaled_mm``).
-
-The pipeline (:mod:`cosmos3_ros.model.pipeline`) and the sync-free scheduler
-(:mod:`cosmos3_ros.model.fast_scheduler`) remove the host syncs around each step, so the
-captured steps run back to back; ``bench/README.md`` has the measured effect of each lever.
+  modules still work), the timestep embedding computed once instead of once per token, the
+  layer's row-wise halves ``torch.compile``d (dynamic in the row count: a new frame size,
+  caption or batch never recompiles), SDPA with GQA (the kernel stock asks for), and the whole
+  step captured in a CUDA graph per group of passes (:mod:`cosmos3_ros.model.step_graph`).
+* **FP8 (opt-in, changes numbers).** The blocks' generation-stream linear layers in float8
+  e4m3 with per-row activation and per-output-channel weight scales (``torch._scaled_mm``),
+  except those ``fp8_keep`` lists (:data:`~cosmos3_ros.model.options.FP8_KEEP_BF16`).
 
 Anything the fast path does not cover (sound, context parallel, custom attention processors,
 caching hooks, gradients) falls back to the stock forward.
@@ -37,93 +40,70 @@ caching hooks, gradients) falls back to the stock forward.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from cosmos3_ros.model.fast_plan import Plan, PlanCache, new_lru
 from cosmos3_ros.model.kernels import (
     FUSED,
     attend,
     digest,
     domain_linear,
     fuse_linears,
-    fused_gen_layer,
+    gen_post_attn,
+    gen_pre_attn,
     quantize_fp8,
     rotate_half,
-    scatter_index,
 )
-from cosmos3_ros.model.options import FastOptions
+from cosmos3_ros.model.options import FP8_KEEP_BF16, FP8_PROJECTIONS, FastOptions, Fp8Keep
+from cosmos3_ros.model.step_graph import StepGraph, share_pattern
+
+__all__ = ["CallState", "FastCosmos3Forward", "FastOptions", "PassHint", "PassRequest"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class _TextKV:
-    k: list[torch.Tensor]
-    v: list[torch.Tensor]
+_WEIGHT_OF = dict(zip(FP8_PROJECTIONS, ("qkv", "o", "gu", "down"), strict=True))
 
 
 @dataclass
-class _Plan:
-    key: str
-    text_key: str
-    und_len: int
-    gen_len: int
-    cos_gen: torch.Tensor
-    sin_gen: torch.Tensor
-    vision_gen_idx: torch.Tensor
-    vision_mse_gen_idx: torch.Tensor
-    vision_token_shapes: list
-    vision_noisy_frame_indexes: list
-    vision_scatter_index: torch.Tensor
-    has_action: bool = False
-    action_len: int = 0
-    action_gen_idx: torch.Tensor | None = None
-    action_mse_gen_idx: torch.Tensor | None = None
-    action_token_shapes: list | None = None
-    action_noisy_frame_indexes: list | None = None
-    action_domain_ids: torch.Tensor | None = None
-    noisy_domain_ids: torch.Tensor | None = None
-    action_noisy: bool = False
-    action_scatter_index: torch.Tensor | None = None
-    tkv: _TextKV | None = None
-    graph: Any = None
-    graph_failed: bool = False
-    keep: list = field(default_factory=list)
+class PassHint:
+    """What the pipeline knows about the pass being run: its step, whether the step is guided, and the
+    unconditional token ids (the unconditional pass of a guided step follows the conditional one)."""
+
+    step: int
+    cfg: bool
+    uncond: Any = None
 
 
-class _StepGraph:
-    """The whole generation-stream step captured as one CUDA graph, replayed with copied-in inputs."""
+@dataclass
+class CallState:
+    """Per pipeline call: the passes of the current step and an unconditional result computed ahead."""
 
-    def __init__(self, fn, example: list[torch.Tensor | None], warmup: int = 2):
-        with torch.inference_mode(False):  # plain tensors: copy_ works in and out of inference mode
-            self.static = [None if t is None else t.clone() for t in example]
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                fn(*self.static)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = fn(*self.static)
-
-    def __call__(self, *inputs):
-        for buf, x in zip(self.static, inputs, strict=True):
-            if buf is not None:
-                buf.copy_(x)
-        self.graph.replay()
-        vision, _, action = self.out
-        return [t.clone() for t in vision], None, (None if action is None else [t.clone() for t in action])
+    stash: tuple | None = None
+    step: int = -1
+    calls: list = field(default_factory=list)
+    uncond_src: Any = None
+    uncond_key: str | None = None
 
 
-class FastCosmos3Forward:
+@dataclass
+class PassRequest:
+    """What one transformer call needs: the stock forward, a result already computed, or these passes."""
+
+    kind: str
+    out: Any = None
+    entries: list = field(default_factory=list)
+    partner: bool = False
+
+
+class FastCosmos3Forward(PlanCache):
     """Drop-in ``forward`` for a ``Cosmos3OmniTransformer`` (installed by the pipeline per call).
 
-    Plans (and CUDA graphs) are keyed by the step layout: caption, positions (the action mRoPE offset), indexes
-    (which action rows are known), shapes. ``max_plans`` 8: four guided calls' layouts (cond and uncond each).
+    Plans are keyed by the pass layout (caption, positions, known action rows, shapes); CUDA graphs by the group of
+    plans run together. ``max_plans`` 8: four guided calls' layouts (cond and uncond each).
     """
 
     def __init__(self, transformer, options: FastOptions, *, max_plans: int = 8, max_texts: int = 4):
@@ -131,13 +111,29 @@ class FastCosmos3Forward:
         self.opt = options
         self.max_plans = max_plans
         self.max_texts = max_texts
-        self._texts: OrderedDict[str, _TextKV] = OrderedDict()
-        self._plans: OrderedDict[str, _Plan] = OrderedDict()
-        self._call: dict[int, tuple[_Plan | None, Any]] = {}
+        self.max_graphs = 2 * max_plans
+        self._texts = new_lru()
+        self._plans = new_lru()
+        self._graphs = new_lru()
+        self._graph_failed: set = set()
+        self._partners = new_lru()
+        self._call: dict[int, tuple[Plan | None, Any]] = {}
+        self._state = CallState()
         self._weights: list[dict] | None = None
-        self._layer_fn = None
+        self._pre_fn: Callable | None = None
+        self._post_fn: Callable | None = None
         self._compiled = False
-        self.stats = {"fast_steps": 0, "stock_steps": 0, "text_misses": 0, "plans": 0, "graph_captures": 0}
+        #: Set by the pipeline during a call: returns the :class:`PassHint` of the pass being run.
+        self.hint: Callable[[], PassHint] | None = None
+        self.stats = {
+            "fast_steps": 0,
+            "stock_steps": 0,
+            "text_misses": 0,
+            "plans": 0,
+            "graph_captures": 0,
+            "cfg_batched_steps": 0,
+            "batched_forwards": 0,
+        }
         self.last_fallback: str | None = None
         self.errors: list[str] = []
         cfg = transformer.config
@@ -146,13 +142,12 @@ class FastCosmos3Forward:
         self.head_dim = int(cfg.head_dim)
         self.inter = int(cfg.intermediate_size)
         self.eps = float(cfg.rms_norm_eps)
+        self.fp8_keep = Fp8Keep.parse(options.fp8_keep)
+        if options.fp8 and options.fp8_keep != FP8_KEEP_BF16:  # the default names Nano's layers; others may have fewer
+            self.fp8_keep.check(len(transformer.layers))
         self._structure_ok = self._check_structure()
 
     # -- setup -------------------------------------------------------------------------------
-
-    def plans(self) -> list[Any]:
-        """The per-layout plans (CUDA graphs, step layouts) captured so far, oldest first."""
-        return list(self._plans.values())
 
     def _check_structure(self) -> str | None:
         from diffusers.models.normalization import RMSNorm
@@ -182,21 +177,33 @@ class FastCosmos3Forward:
         if self.opt.fuse and self._weights is None:
             self._weights = self._fuse_weights()
         if self.opt.compile and not self._compiled:
-            self._layer_fn = torch.compile(fused_gen_layer, fullgraph=True, dynamic=None, mode=self.opt.compile_mode)
+            mode = self.opt.compile_mode
+            self._pre_fn = torch.compile(gen_pre_attn, fullgraph=True, dynamic=None, mode=mode)
+            self._post_fn = torch.compile(gen_post_attn, fullgraph=True, dynamic=None, mode=mode)
             self._compiled = True
+
+    @property
+    def weights(self) -> list[dict] | None:
+        """The fused per-layer weights (bf16 tensors, or (float8, scale) pairs under FP8); None before prepare()."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: list[dict]) -> None:
+        """Replace the per-layer weights (the FP8 sweep swaps single layers); drops the captured graphs."""
+        self._weights = value
+        self._graphs.clear()
+        self._graph_failed.clear()
 
     def _weights_current(self) -> bool:
         attn = self.tr.layers[0].self_attn
         qkv = self._weights[0]["qkv"]
-        fused = qkv[0] if isinstance(qkv, tuple) else qkv
-        if isinstance(qkv, tuple):  # fp8 copies: compare with the bf16 fused tensor they were made from
-            fused = FUSED.get(attn.add_q_proj)
+        fused = FUSED.get(attn.add_q_proj) if isinstance(qkv, tuple) else qkv  # fp8: the bf16 tensor behind it
         return fused is not None and attn.add_q_proj.weight.data_ptr() == fused.data_ptr()
 
     @torch.no_grad()
     def _fuse_weights(self) -> list[dict]:
         out = []
-        for layer in self.tr.layers:
+        for i, layer in enumerate(self.tr.layers):
             attn = layer.self_attn
             projs = (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
             qkv = fuse_linears(projs)
@@ -215,8 +222,9 @@ class FastCosmos3Forward:
                 "down": mlp.down_proj.weight,
             }
             if self.opt.fp8:
-                for name in ("qkv", "o", "gu", "down"):
-                    w[name] = quantize_fp8(w[name])
+                for proj, name in _WEIGHT_OF.items():
+                    if not self.fp8_keep.keeps(i, proj):
+                        w[name] = quantize_fp8(w[name])
             out.append(w)
         return out
 
@@ -225,12 +233,23 @@ class FastCosmos3Forward:
     def begin_call(self) -> None:
         """Forget the per-call layouts (the pipeline calls this once per __call__)."""
         self._call = {}
+        self._state = CallState()
 
     def stock_forward(self, *args, **kwargs):
         """The transformer class's own forward."""
         return type(self.tr).forward(self.tr, *args, **kwargs)
 
     def __call__(self, *args, **kw):
+        req = self.resolve(args, kw, self.hint() if self.hint is not None else None, self._state)
+        if req.kind == "stock":
+            return self.stock_forward(*args, **kw)
+        if req.kind == "done":
+            return self._wrap(req.out, kw)
+        outs = self.run_entries(req.entries)
+        return self._wrap(self.settle(req, outs, self._state), kw)
+
+    def resolve(self, args, kw, hint: PassHint | None, state: CallState) -> PassRequest:
+        """Decide how to run one transformer call: stock, from the result computed ahead, or these passes."""
         reason = self._unsupported(args, kw)
         plan = None
         if reason is None:
@@ -240,27 +259,74 @@ class FastCosmos3Forward:
         if plan is None:
             self.last_fallback = reason
             self.stats["stock_steps"] += 1
-            return self.stock_forward(*args, **kw)
+            state.stash = None
+            return PassRequest("stock")
         self.stats["fast_steps"] += 1
+        inputs = (
+            kw["vision_tokens"][0],
+            kw["vision_timesteps"],
+            kw["action_tokens"][0] if plan.has_action else None,
+            kw["action_timesteps"] if plan.action_noisy else None,
+        )
+        position = 0
+        if hint is not None:
+            if hint.step != state.step:
+                state.step, state.calls = hint.step, []
+            position = len(state.calls)
+            state.calls.append(plan)
+        stash, state.stash = state.stash, None
+        same = stash is not None and all(a is b for a, b in zip(stash[1], inputs, strict=True))
+        if same and stash[0].key == plan.key:
+            self.stats["cfg_batched_steps"] += 1
+            return PassRequest("done", out=stash[2])
+        entries = [(plan, inputs)]
+        guided = hint is not None and hint.cfg and self.opt.batch_cfg
+        if guided and position == 0:
+            partner = self._partners.get((plan.key, self._uncond_key(hint, state)))
+            if partner is not None:
+                entries.append((partner, inputs))
+        elif guided and position == 1:  # learn which unconditional layout follows this conditional one
+            self._partners[(state.calls[0].key, self._uncond_key(hint, state))] = plan
+            while len(self._partners) > self.max_plans:
+                self._partners.popitem(last=False)
+        return PassRequest("run", entries=entries, partner=len(entries) > 1)
+
+    @staticmethod
+    def settle(req: PassRequest, outs: list, state: CallState):
+        """The output of the call's own pass; an unconditional partner's is kept for its call."""
+        if req.partner:
+            state.stash = (req.entries[1][0], req.entries[1][1], outs[1])
+        return outs[0]
+
+    def _uncond_key(self, hint: PassHint, state: CallState) -> str:
+        if state.uncond_key is None or state.uncond_src is not hint.uncond:
+            state.uncond_src, state.uncond_key = hint.uncond, digest(repr(hint.uncond))
+        return state.uncond_key
+
+    def run_entries(self, entries: list) -> list:
+        """Run passes (plan, inputs) as one forward; returns one output (vision, sound, action) per pass."""
         if self._weights is not None and not self._weights_current():
             # The model was moved or reloaded after fusing (``.to()`` replaces the weight views): fuse again.
             log.warning("fast forward: transformer weights changed since they were fused; fusing again")
             self._weights = None
-            for p in self._plans.values():
-                p.graph, p.graph_failed = None, False
+            self._graphs.clear()
+            self._graph_failed.clear()
             self.prepare()
-        vt = kw["vision_tokens"][0]
-        vts = kw["vision_timesteps"]
-        at = kw["action_tokens"][0] if plan.has_action else None
-        ats = kw["action_timesteps"] if plan.action_noisy else None
+        plans = [p for p, _ in entries]
+        uniq, pattern = share_pattern([inp for _, inp in entries])
+        if len(entries) > 1:
+            self.stats["batched_forwards"] += 1
         while True:
             try:
-                if self.opt.cuda_graphs and not plan.graph_failed:
-                    if plan.graph is None:
-                        plan.graph = self._capture(plan, [vt, vts, at, ats])
-                    if plan.graph is not None:
-                        return self._wrap(plan.graph(vt, vts, at, ats), kw)
-                return self._wrap(self._gen_forward(plan, vt, vts, at, ats), kw)
+                if self.opt.cuda_graphs:
+                    key = (tuple(p.key for p in plans), pattern)
+                    graph = self._graphs.get(key)
+                    if graph is None and key not in self._graph_failed:
+                        graph = self._capture(key, plans, pattern, uniq)
+                    if graph is not None:
+                        self._graphs.move_to_end(key)
+                        return graph(uniq)
+                return self._gen_forward_multi(plans, [uniq[j] for j in pattern])
             except Exception as exc:
                 if not self._degrade(exc):
                     raise
@@ -270,8 +336,8 @@ class FastCosmos3Forward:
         if self.tr.embed_tokens.weight.device.type == "cuda":
             torch.cuda.synchronize()
         what = None
-        if self._layer_fn is not None:
-            self._layer_fn = None
+        if self._pre_fn is not None:
+            self._pre_fn = self._post_fn = None
             self.opt.compile = False
             what = "torch.compile"
         elif self.opt.attention not in ("sdpa", "stock"):
@@ -282,9 +348,8 @@ class FastCosmos3Forward:
         msg = f"{type(exc).__name__}: {str(exc)[:500]}"
         log.warning("fast forward: %s failed (%s); continuing without it", what, msg)
         self.errors.append(f"{what}: {msg}")
-        for plan in self._plans.values():
-            plan.graph = None
-            plan.graph_failed = False
+        self._graphs.clear()
+        self._graph_failed.clear()
         return True
 
     @staticmethod
@@ -321,175 +386,6 @@ class FastCosmos3Forward:
             return "action batch is not one item"
         return None
 
-    # -- plan ----------------------------------------------------------------------------------
-
-    def _plan_for_call(self, kw) -> _Plan | None:
-        pos = kw["position_ids"]
-        hit = self._call.get(id(pos))
-        if hit is not None and hit[1] is pos:
-            return hit[0]
-        plan = self._build_plan(kw)
-        self._call[id(pos)] = (plan, pos)  # one entry per pass (cond / uncond); pos kept alive: ids stay unique
-        return plan
-
-    @torch.no_grad()
-    def _build_plan(self, kw) -> _Plan | None:
-        tr = self.tr
-        und_len = int(kw["und_len"])
-        seq_len = int(kw["sequence_length"])
-        has_action = kw.get("action_tokens") is not None
-        text_idx = kw["text_indexes"]
-        v_seq, v_mse = kw["vision_sequence_indexes"], kw["vision_mse_loss_indexes"]
-        a_seq = kw.get("action_sequence_indexes") if has_action else None
-        a_mse = kw.get("action_mse_loss_indexes") if has_action else None
-        domain = kw.get("action_domain_ids")[0] if has_action else None
-        cpu = {
-            name: t.detach().to("cpu")
-            for name, t in (("text", text_idx), ("vseq", v_seq), ("vmse", v_mse), ("aseq", a_seq), ("amse", a_mse))
-            if t is not None
-        }
-        if cpu["text"].numel() and int(cpu["text"].max()) >= und_len:
-            self.last_fallback = "text tokens after the understanding prefix"
-            return None
-        for name in ("vseq", "vmse", "aseq", "amse"):
-            t = cpu.get(name)
-            if t is not None and t.numel() and (int(t.min()) < und_len or int(t.max()) >= seq_len):
-                self.last_fallback = f"{name} indexes inside the text prefix"
-                return None
-        if domain is not None:
-            d = int(domain.reshape(-1)[0])
-            if not 0 <= d < tr.num_embodiment_domains:
-                return None  # the stock forward raises the proper error
-        vt = kw["vision_tokens"][0]
-        text_key = digest(kw["input_ids"], kw["position_ids"][..., :und_len], und_len, tr.embed_tokens.weight.dtype)
-        key = digest(
-            text_key,
-            kw["position_ids"],
-            seq_len,
-            tuple(vt.shape),
-            vt.dtype,
-            kw["vision_token_shapes"],
-            *cpu.values(),
-            *[t for t in kw["vision_noisy_frame_indexes"]],
-            kw.get("action_token_shapes"),
-            *([t for t in kw["action_noisy_frame_indexes"]] if has_action else []),
-            domain,
-            tuple(kw["action_tokens"][0].shape) if has_action else None,
-        )
-        plan = self._plans.get(key)
-        if plan is not None:
-            self._plans.move_to_end(key)
-            return plan
-        plan = self._make_plan(kw, key, text_key, und_len, seq_len, has_action)
-        self._plans[key] = plan
-        self.stats["plans"] += 1
-        while len(self._plans) > self.max_plans:
-            self._plans.popitem(last=False)
-        return plan
-
-    def _make_plan(self, kw, key, text_key, und_len, seq_len, has_action) -> _Plan:
-        tr = self.tr
-        dev = kw["vision_tokens"][0].device
-        dtype = tr.embed_tokens.weight.dtype
-        position_ids = kw["position_ids"]
-        cos, sin = tr.rotary_emb(
-            position_ids=position_ids.unsqueeze(0) if position_ids.ndim == 1 else position_ids.unsqueeze(1),
-            device=dev,
-            dtype=dtype,
-        )
-        cos, sin = cos.squeeze(0), sin.squeeze(0)
-        tkv = self._texts.get(text_key)
-        if tkv is None:
-            tkv = self._text_kv(kw["input_ids"], kw["text_indexes"], und_len, cos[:und_len], sin[:und_len])
-            self._texts[text_key] = tkv
-            self.stats["text_misses"] += 1
-            while len(self._texts) > self.max_texts:
-                self._texts.popitem(last=False)
-        else:
-            self._texts.move_to_end(text_key)
-        v_shapes = kw["vision_token_shapes"]
-        v_noisy = kw["vision_noisy_frame_indexes"]
-        plan = _Plan(
-            key=key,
-            text_key=text_key,
-            und_len=und_len,
-            gen_len=seq_len - und_len,
-            cos_gen=cos[und_len:].unsqueeze(1),
-            sin_gen=sin[und_len:].unsqueeze(1),
-            vision_gen_idx=kw["vision_sequence_indexes"] - und_len,
-            vision_mse_gen_idx=kw["vision_mse_loss_indexes"] - und_len,
-            vision_token_shapes=v_shapes,
-            vision_noisy_frame_indexes=v_noisy,
-            vision_scatter_index=scatter_index(v_noisy, v_shapes, tr.config.hidden_size, dev),
-            tkv=tkv,
-        )
-        if has_action:
-            a_shapes = kw["action_token_shapes"]
-            a_noisy = kw["action_noisy_frame_indexes"]
-            domain_ids = kw["action_domain_ids"]
-            per_token = torch.cat([d.reshape(1).expand(s[0]) for d, s in zip(domain_ids, a_shapes, strict=True)]).to(
-                dev
-            )
-            per_noisy = torch.cat([d.reshape(1).expand(len(n)) for d, n in zip(domain_ids, a_noisy, strict=True)]).to(
-                dev
-            )
-            plan.has_action = True
-            plan.action_len = int(a_shapes[0][0])
-            plan.action_gen_idx = kw["action_sequence_indexes"] - und_len
-            plan.action_mse_gen_idx = kw["action_mse_loss_indexes"] - und_len
-            plan.action_token_shapes = a_shapes
-            plan.action_noisy_frame_indexes = a_noisy
-            plan.action_domain_ids = per_token.to(torch.long)
-            plan.noisy_domain_ids = per_noisy.to(torch.long)
-            plan.action_noisy = kw["action_mse_loss_indexes"].numel() > 0
-            plan.action_scatter_index = scatter_index(a_noisy, a_shapes, tr.config.hidden_size, dev)
-        return plan
-
-    # -- text stream ---------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def _text_kv(self, input_ids, text_indexes, und_len, cos_und, sin_und) -> _TextKV:
-        """Run the causal text stream once, exactly as the stock layers do; keep each layer's K/V."""
-        from diffusers.models.attention_dispatch import dispatch_attention_fn
-
-        tr = self.tr
-        emb = tr.embed_tokens(input_ids)
-        und = emb.new_zeros((und_len, tr.config.hidden_size))
-        und[text_indexes] = emb
-        cos = cos_und.unsqueeze(1)
-        sin = sin_und.unsqueeze(1)
-        ks, vs = [], []
-        last = len(tr.layers) - 1
-        for i, layer in enumerate(tr.layers):
-            attn = layer.self_attn
-            proc = attn.processor
-            und_norm = layer.input_layernorm(und)
-            q = attn.to_q(und_norm).view(-1, attn.num_attention_heads, attn.head_dim)
-            k = attn.to_k(und_norm).view(-1, attn.num_key_value_heads, attn.head_dim)
-            v = attn.to_v(und_norm).view(-1, attn.num_key_value_heads, attn.head_dim)
-            q = attn.norm_q(q)
-            k = attn.norm_k(k)
-            k_for_gen = attn.k_norm_und_for_gen(k) if attn.k_norm_und_for_gen is not None else k
-            k_for_gen = k_for_gen * cos + rotate_half(k_for_gen) * sin
-            ks.append(k_for_gen)
-            vs.append(v)
-            if i == last:
-                break  # the text stream's own output is never read
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-            causal = dispatch_attention_fn(
-                q.unsqueeze(0),
-                k.unsqueeze(0),
-                v.unsqueeze(0),
-                is_causal=True,
-                enable_gqa=True,
-                backend=proc._attention_backend,
-                parallel_config=proc._parallel_config,
-            )
-            residual = und + attn.to_out(causal.squeeze(0).flatten(-2, -1))
-            und = residual + layer.mlp(layer.post_attention_layernorm(residual))
-        return _TextKV(k=ks, v=vs)
-
     # -- generation stream ---------------------------------------------------------------------
 
     def _time_embed(self, timesteps: torch.Tensor, dtype) -> torch.Tensor:
@@ -502,7 +398,8 @@ class FastCosmos3Forward:
             return one.expand(ts.shape[0], -1)
         return tr.time_embedder(tr.time_proj(ts).to(te_dtype)).to(dtype)
 
-    def _gen_forward(self, plan: _Plan, vision_tokens, vision_timesteps, action_tokens, action_timesteps):
+    def _embed(self, plan: Plan, vision_tokens, vision_timesteps, action_tokens, action_timesteps):
+        """One pass's generation-stream input rows [gen_len, hidden] and the latents' original shapes."""
         tr = self.tr
         dtype = tr.embed_tokens.weight.dtype
         gen = torch.zeros((plan.gen_len, tr.config.hidden_size), dtype=dtype, device=vision_tokens.device)
@@ -516,8 +413,10 @@ class FastCosmos3Forward:
             if plan.action_noisy:
                 a = a.scatter_add(0, plan.action_scatter_index, self._time_embed(action_timesteps, dtype))
             gen[plan.action_gen_idx] = a
-        gen = self._run_layers(plan, gen)
-        gen = tr.norm_moe_gen(gen)
+        return gen, original_shapes
+
+    def _head(self, plan: Plan, gen: torch.Tensor, original_shapes):
+        tr = self.tr
         preds_vision = tr._unpatchify_and_unpack_latents(
             tr.proj_out(gen[plan.vision_mse_gen_idx]),
             token_shapes_vision=plan.vision_token_shapes,
@@ -530,42 +429,60 @@ class FastCosmos3Forward:
             preds_action = tr._unpack_action_latents(pa, plan.action_token_shapes, plan.action_noisy_frame_indexes)
         return preds_vision, None, preds_action
 
-    def _run_layers(self, plan: _Plan, gen: torch.Tensor) -> torch.Tensor:
-        tkv = plan.tkv
-        if self.opt.fuse:
-            if self._weights is None:
-                self.prepare()
-            fn = self._layer_fn if self._layer_fn is not None else fused_gen_layer
-            cos, sin = plan.cos_gen, plan.sin_gen
-            if self._layer_fn is not None:
-                for t in (gen, cos, sin):
-                    torch._dynamo.maybe_mark_dynamic(t, 0)
-            for i, w in enumerate(self._weights):
-                k_und, v_und = tkv.k[i], tkv.v[i]
-                if self._layer_fn is not None:
-                    torch._dynamo.maybe_mark_dynamic(k_und, 0)
-                    torch._dynamo.maybe_mark_dynamic(v_und, 0)
-                gen = fn(
-                    gen,
-                    cos,
-                    sin,
-                    k_und,
-                    v_und,
-                    w,
-                    self.n_heads,
-                    self.n_kv,
-                    self.head_dim,
-                    self.inter,
-                    self.eps,
-                    self.opt.attention,
-                )
+    def _gen_forward_multi(self, plans: list[Plan], inputs: list) -> list:
+        """The generation stream of several passes, their rows stacked: one output per pass."""
+        embedded = [self._embed(plan, *inp) for plan, inp in zip(plans, inputs, strict=True)]
+        spans, start = [], 0
+        for plan in plans:
+            spans.append((start, start + plan.gen_len))
+            start += plan.gen_len
+        if len(plans) == 1:
+            gen, cos, sin = embedded[0][0], plans[0].cos_gen, plans[0].sin_gen
+        else:
+            gen = torch.cat([g for g, _ in embedded])
+            cos = torch.cat([p.cos_gen for p in plans])
+            sin = torch.cat([p.sin_gen for p in plans])
+        gen = self._run_layers(plans, spans, gen, cos, sin)
+        gen = self.tr.norm_moe_gen(gen)
+        return [
+            self._head(plan, gen[s:e] if len(plans) > 1 else gen, shapes)
+            for plan, (s, e), (_, shapes) in zip(plans, spans, embedded, strict=True)
+        ]
+
+    def _attend(self, plans, spans, i: int, q, k, v) -> torch.Tensor:
+        """Each pass's queries against its own caption's K/V and its own generation K/V."""
+        outs = []
+        for plan, (s, e) in zip(plans, spans, strict=True):
+            qs, ks, vs = (q, k, v) if len(plans) == 1 else (q[s:e], k[s:e], v[s:e])
+            all_k = torch.cat([plan.tkv.k[i], ks], dim=0)
+            all_v = torch.cat([plan.tkv.v[i], vs], dim=0)
+            outs.append(attend(qs, all_k, all_v, self.opt.attention))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _run_layers(self, plans, spans, gen, cos, sin) -> torch.Tensor:
+        if not self.opt.fuse:
+            for i, layer in enumerate(self.tr.layers):
+                kv = [(p.tkv.k[i], p.tkv.v[i]) for p in plans]
+                gen = self._ref_gen_layer(layer, gen, cos, sin, kv, spans)
             return gen
-        for i, layer in enumerate(self.tr.layers):
-            gen = self._ref_gen_layer(layer, gen, plan.cos_gen, plan.sin_gen, tkv.k[i], tkv.v[i])
+        if self._weights is None:
+            self.prepare()
+        pre = self._pre_fn if self._pre_fn is not None else gen_pre_attn
+        post = self._post_fn if self._post_fn is not None else gen_post_attn
+        if self._pre_fn is not None:
+            for t in (gen, cos, sin):
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+        for i, w in enumerate(self._weights):
+            q, k, v = pre(gen, cos, sin, w, self.n_heads, self.n_kv, self.head_dim, self.eps)
+            o = self._attend(plans, spans, i, q, k, v)
+            if self._post_fn is not None:
+                torch._dynamo.maybe_mark_dynamic(o, 0)
+            gen = post(gen, o, w, self.inter, self.eps)
         return gen
 
-    def _ref_gen_layer(self, layer, gen, cos, sin, k_und, v_und) -> torch.Tensor:
-        """The stock layer's generation half, with the same modules (bit-identical)."""
+    def _ref_gen_layer(self, layer, gen, cos, sin, kv: list, spans: list | None = None) -> torch.Tensor:
+        """The stock layer's generation half with the same modules (bit-identical), for the rows of one or more
+        passes: ``kv`` is each pass's caption (K, V), ``spans`` its rows (None: one pass, all rows)."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
 
         attn = layer.self_attn
@@ -578,37 +495,54 @@ class FastCosmos3Forward:
         k = attn.norm_added_k(k)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        all_k = torch.cat([k_und, k], dim=0)
-        all_v = torch.cat([v_und, v], dim=0)
-        if self.opt.attention == "stock":
-            out = dispatch_attention_fn(
-                q.unsqueeze(0),
-                all_k.unsqueeze(0),
-                all_v.unsqueeze(0),
-                is_causal=False,
-                enable_gqa=True,
-                backend=proc._attention_backend,
-                parallel_config=proc._parallel_config,
-            ).squeeze(0)
-        else:
-            out = attend(q, all_k, all_v, self.opt.attention)
+        spans = spans or [(0, gen.shape[0])]
+        outs = []
+        for (k_und, v_und), (s, e) in zip(kv, spans, strict=True):
+            qs, ks, vs = (q, k, v) if len(spans) == 1 else (q[s:e], k[s:e], v[s:e])
+            all_k = torch.cat([k_und, ks], dim=0)
+            all_v = torch.cat([v_und, vs], dim=0)
+            if self.opt.attention == "stock":
+                out = dispatch_attention_fn(
+                    qs.unsqueeze(0),
+                    all_k.unsqueeze(0),
+                    all_v.unsqueeze(0),
+                    is_causal=False,
+                    enable_gqa=True,
+                    backend=proc._attention_backend,
+                    parallel_config=proc._parallel_config,
+                ).squeeze(0)
+            else:
+                out = attend(qs, all_k, all_v, self.opt.attention)
+            outs.append(out)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
         residual = gen + attn.to_add_out(out.flatten(-2, -1))
         return residual + layer.mlp_moe_gen(layer.post_attention_layernorm_moe_gen(residual))
 
     # -- CUDA graph ----------------------------------------------------------------------------
 
-    def _capture(self, plan: _Plan, example) -> _StepGraph | None:
-        """Capture the step; a capture failure (not a compile failure) leaves this layout un-graphed."""
-        self._gen_forward(plan, *example)  # compile and autotune outside the capture; errors go to _degrade
+    def graphs(self) -> dict:
+        """The captured step graphs: (plan keys, input sharing) -> StepGraph."""
+        return dict(self._graphs)
+
+    def _capture(self, key, plans, pattern, uniq) -> StepGraph | None:
+        """Capture the group's step; a capture failure (not a compile failure) leaves this group un-graphed."""
+
+        def fn(inputs):
+            return self._gen_forward_multi(plans, [inputs[j] for j in pattern])
+
+        fn(uniq)  # compile and autotune outside the capture; errors go to _degrade
         torch.cuda.synchronize()
         try:
-            graph = _StepGraph(lambda *xs: self._gen_forward(plan, *xs), example)
+            graph = StepGraph(fn, uniq)
         except Exception as exc:
             msg = f"{type(exc).__name__}: {str(exc)[:500]}"
-            log.warning("CUDA graph capture failed (%s); running this layout without a graph", msg)
+            log.warning("CUDA graph capture failed (%s); running this group without a graph", msg)
             self.errors.append(f"cuda graph: {msg}")
-            plan.graph_failed = True
+            self._graph_failed.add(key)
             torch.cuda.synchronize()
             return None
+        self._graphs[key] = graph
         self.stats["graph_captures"] += 1
+        while len(self._graphs) > self.max_graphs:
+            self._graphs.popitem(last=False)
         return graph

@@ -72,11 +72,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> t
 
 
 def fp8_linear(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """``x @ w.T`` with x quantized per row and w (pre-quantized, [out, in]) per output channel."""
+    """``x @ w.T`` with x quantized per row and w (pre-quantized, [out, in]) per output channel.
+
+    On CUDA one ``torch._scaled_mm`` (float8 e4m3 operands, float32 accumulation); elsewhere emulated: the same
+    quantized operands, dequantized, in a float32 GEMM (same rounding of the operands, no speed-up).
+    """
     fmax = torch.finfo(torch.float8_e4m3fn).max
     amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
     x_scale = amax / fmax
     x8 = (x.float() / x_scale).clamp(-fmax, fmax).to(torch.float8_e4m3fn)
+    if x.device.type != "cuda":
+        return ((x8.float() * x_scale) @ (w8.float() * w_scale).t()).to(out_dtype)
     return torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=out_dtype)
 
 
@@ -85,6 +91,33 @@ def linear(x: torch.Tensor, w, b: torch.Tensor | None) -> torch.Tensor:
         y = fp8_linear(x, w[0], w[1], x.dtype)
         return y if b is None else y + b
     return F.linear(x, w, b)
+
+
+def gen_pre_attn(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, w: dict, n_heads: int, n_kv: int, head_dim: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The generation-stream layer up to attention, row-wise: x [M, hidden], cos/sin [M, 1, head_dim] -> q, k, v.
+
+    Rows are independent, so the rows of several samples (each with its own positions) go through in one call.
+    """
+    h = rms_norm(x, w["ln1"], eps)
+    qkv = linear(h, w["qkv"], w["qkv_b"])
+    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
+    q = rms_norm(q.view(-1, n_heads, head_dim), w["qn"], eps)
+    k = rms_norm(k.view(-1, n_kv, head_dim), w["kn"], eps)
+    v = v.view(-1, n_kv, head_dim)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    return q, k, v
+
+
+def gen_post_attn(x: torch.Tensor, o: torch.Tensor, w: dict, inter: int, eps: float) -> torch.Tensor:
+    """The generation-stream layer after attention, row-wise: output projection, residual, norm, SiLU MLP."""
+    x = x + linear(o.flatten(-2, -1), w["o"], w["o_b"])
+    h = rms_norm(x, w["ln2"], eps)
+    gu = linear(h, w["gu"], None)
+    gate, up = gu.split([inter, inter], dim=-1)
+    return x + linear(F.silu(gate) * up, w["down"], None)
 
 
 def fused_gen_layer(
@@ -101,21 +134,10 @@ def fused_gen_layer(
     eps: float,
     attention: str,
 ) -> torch.Tensor:
-    """One decoder layer, generation stream only, fused projections. x [N, hidden]."""
-    h = rms_norm(x, w["ln1"], eps)
-    qkv = linear(h, w["qkv"], w["qkv_b"])
-    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
-    q = rms_norm(q.view(-1, n_heads, head_dim), w["qn"], eps)
-    k = rms_norm(k.view(-1, n_kv, head_dim), w["kn"], eps)
-    v = v.view(-1, n_kv, head_dim)
-    q = q * cos + rotate_half(q) * sin
-    k = k * cos + rotate_half(k) * sin
+    """One decoder layer, generation stream only, fused projections, one sample. x [N, hidden]."""
+    q, k, v = gen_pre_attn(x, cos, sin, w, n_heads, n_kv, head_dim, eps)
     o = attend(q, torch.cat([k_und, k], dim=0), torch.cat([v_und, v], dim=0), attention)
-    x = x + linear(o.flatten(-2, -1), w["o"], w["o_b"])
-    h = rms_norm(x, w["ln2"], eps)
-    gu = linear(h, w["gu"], None)
-    gate, up = gu.split([inter, inter], dim=-1)
-    return x + linear(F.silu(gate) * up, w["down"], None)
+    return gen_post_attn(x, o, w, inter, eps)
 
 
 def domain_linear(mod, x: torch.Tensor, domain_ids: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,99 @@ from typing import Any
 VAE_CHANNELS_LAST_DEFAULT = True
 
 ATTENTION_CHOICES = ("stock", "sdpa", "flash", "cudnn", "efficient", "math")
+
+#: The generation stream's linear layers per decoder layer, as the fast path fuses them.
+FP8_PROJECTIONS = ("qkv", "o", "gate_up", "down")
+
+#: Linear layers of the transformer blocks that stay bf16 when ``fp8=True`` (everything outside the blocks'
+#: generation-stream linears always does: embeddings, norms, attention, the text stream, the heads). Chosen by the
+#: per-layer sweep of ``cosmos3-ros bench --preset droid,bridge --variants ...,fp8_sweep --fp8-keep auto``
+#: (``bench/results/2026-11-30-h200-fp8-sweep.md``): Q/K/V and output projections of every layer, all of layers
+#: 0-2, the down projections of layers 3-17 (39% of the block FLOPs). Measured over 8 samples on an H200 (random
+#: Nano weights): FP8 against our bf16 1.29x the bf16 noise floor at the DROID preset, 0.86x at the bridge preset;
+#: 1.21x / 1.25x faster than bf16. Keeping only the output projections (``o``) ran 1.35x / 1.40x faster but measured
+#: 4.6x the floor at the bridge preset's 30 steps. Syntax: comma-separated ``[layers:]projection`` or ``layers``
+#: (all four projections of those layers); layers ``i`` or ``i-j``; ``none`` quantizes every block linear.
+FP8_KEEP_BF16 = "qkv,o,0-2,3-17:down"
+
+_TOKEN = re.compile(r"^(?:(\d+)(?:-(\d+))?)?(?::?([a-z_]+))?$")
+
+
+@dataclass(frozen=True)
+class Fp8Keep:
+    """Which (layer, projection) pairs of the blocks stay bf16 under FP8: parsed from a spec string."""
+
+    spec: str
+    rules: tuple[tuple[int | None, int | None, str | None], ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> Fp8Keep:
+        """Parse ``spec`` (see :data:`FP8_KEEP_BF16`); ValueError naming the bad token."""
+        spec = (spec or "").strip()
+        if spec in ("", "none"):
+            return cls("none", ())
+        rules = []
+        for token in (t.strip() for t in spec.split(",")):
+            m = _TOKEN.match(token)
+            if not token or m is None or (m.group(1) is None and m.group(3) is None):
+                raise ValueError(f"fp8_keep token {token!r}: expected [i[-j]:]projection or i[-j]")
+            lo = None if m.group(1) is None else int(m.group(1))
+            hi = lo if m.group(2) is None else int(m.group(2))
+            proj = m.group(3)
+            if proj is not None and proj not in FP8_PROJECTIONS:
+                raise ValueError(f"fp8_keep token {token!r}: projection must be one of {list(FP8_PROJECTIONS)}")
+            if lo is not None and hi < lo:
+                raise ValueError(f"fp8_keep token {token!r}: empty layer range")
+            if m.group(1) is not None and m.group(3) is not None and ":" not in token:
+                raise ValueError(f"fp8_keep token {token!r}: write layers:projection")
+            rules.append((lo, hi, proj))
+        return cls(spec, tuple(rules))
+
+    @classmethod
+    def from_pairs(cls, pairs, num_layers: int) -> Fp8Keep:
+        """A short spec for a set of (layer, projection) pairs: whole projections, whole layers, then ranges."""
+        pairs = set(pairs)
+        rest = set(pairs)
+        tokens = []
+        for proj in FP8_PROJECTIONS:
+            if all((i, proj) in pairs for i in range(num_layers)):
+                tokens.append(proj)
+                rest -= {(i, proj) for i in range(num_layers)}
+        full = [i for i in range(num_layers) if all((i, p) in pairs for p in FP8_PROJECTIONS)]
+        tokens += _ranges(full, "")
+        rest -= {(i, p) for i in full for p in FP8_PROJECTIONS}
+        for proj in FP8_PROJECTIONS:
+            tokens += _ranges(sorted(i for i, p in rest if p == proj), f":{proj}")
+        return cls.parse(",".join(tokens) or "none")
+
+    def keeps(self, layer: int, proj: str) -> bool:
+        """True when ``proj`` of decoder layer ``layer`` stays bf16."""
+        for lo, hi, p in self.rules:
+            if (lo is None or lo <= layer <= hi) and (p is None or p == proj):
+                return True
+        return False
+
+    def pairs(self, num_layers: int) -> set[tuple[int, str]]:
+        """Every kept (layer, projection) pair of a model with ``num_layers`` layers."""
+        return {(i, p) for i in range(num_layers) for p in FP8_PROJECTIONS if self.keeps(i, p)}
+
+    def check(self, num_layers: int) -> None:
+        """ValueError for a layer index the model does not have."""
+        for lo, hi, _ in self.rules:
+            if lo is not None and hi >= num_layers:
+                raise ValueError(f"fp8_keep {self.spec!r}: layer {hi} out of range (the model has {num_layers})")
+
+
+def _ranges(layers: list[int], suffix: str) -> list[str]:
+    """``[0, 1, 2, 5]`` -> ``["0-2<suffix>", "5<suffix>"]``."""
+    out, start = [], None
+    for k, i in enumerate(layers):
+        if start is None:
+            start = i
+        if k + 1 == len(layers) or layers[k + 1] != i + 1:
+            out.append(f"{start}{suffix}" if start == i else f"{start}-{i}{suffix}")
+            start = None
+    return out
 
 
 @dataclass
@@ -29,6 +123,9 @@ class FastOptions:
     cuda_graphs: bool = False
     attention: str = "stock"
     fp8: bool = False
+    fp8_keep: str = FP8_KEEP_BF16
+    #: Run both guidance passes (conditional and unconditional) of a step as one batched forward.
+    batch_cfg: bool = False
 
     @classmethod
     def resolve(
@@ -41,11 +138,17 @@ class FastOptions:
         attention: str = "auto",
         fuse: bool | str = "auto",
         fp8: bool = False,
+        fp8_keep: str | None = None,
         vae_autotune: bool | str = "auto",
         sync_free_scheduler: bool | str = "auto",
         vae_channels_last: bool | str = "auto",
+        batch_cfg: bool | str = "auto",
     ) -> FastOptions:
-        """Defaults: on CUDA every bf16-noise lever; on CPU only the exact text cache."""
+        """Defaults: on CUDA every bf16-noise lever; on CPU only the exact ones (text cache, batched guidance).
+
+        ``fp8`` on the CPU is emulated (quantized and dequantized values in float32 GEMMs): the same rounding of the
+        operands, no speed-up; for tests and the benchmark's CPU smoke run.
+        """
         cuda = str(device).startswith("cuda")
 
         def pick(value, default):
@@ -61,6 +164,7 @@ class FastOptions:
             attention = "sdpa" if cuda else "stock"
         if attention not in ATTENTION_CHOICES:
             raise ValueError(f"attention {attention!r} unknown; expected one of {list(ATTENTION_CHOICES)}")
+        keep = Fp8Keep.parse(FP8_KEEP_BF16 if fp8_keep is None else fp8_keep)
         compile_mode = None
         if isinstance(compile, str) and compile != "auto":
             compile_mode, compile = compile, True
@@ -75,11 +179,11 @@ class FastOptions:
             cuda_graphs=pick(cuda_graphs, cuda),
             attention=attention,
             fp8=bool(fp8),
+            fp8_keep=keep.spec,
+            batch_cfg=pick(batch_cfg, True),
         )
         opts.uniform_time_embed = opts.fuse
         if opts.fp8:
-            if not cuda:
-                raise ValueError("fp8 needs a CUDA device with float8 tensor cores (Hopper or newer)")
             opts.fuse = True
         if opts.cuda_graphs and not cuda:
             raise ValueError("cuda_graphs needs a CUDA device")
@@ -87,7 +191,7 @@ class FastOptions:
 
     @property
     def exact(self) -> bool:
-        """True when the result is bit-identical to the stock forward."""
+        """True when the result is bit-identical to the stock forward (on the CPU; batching changes GEMM shapes)."""
         levers = (self.fuse, self.compile, self.fp8, self.uniform_time_embed, self.vae_autotune, self.vae_channels_last)
         # The sync-free scheduler is bit-identical on the CPU, last-bit float32 on a GPU.
         return not any(levers) and self.attention == "stock"
@@ -95,8 +199,3 @@ class FastOptions:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form."""
         return dict(self.__dict__)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-layout plan, text K/V, CUDA graph
-# ---------------------------------------------------------------------------------------------

@@ -19,8 +19,15 @@ Each speed-up keeps actions equal to the stock pipeline's for the same inputs an
   costs nothing, and with the sync-free scheduler the timesteps stay on the CPU. The GPU then
   runs the captured steps back to back while the host prepares the next one.
 * Per call: the conditioning frame is converted once (the stock code preprocesses it twice,
-  to probe its size and to use it), on the device for uint8 frames; diffusers' whole-model
-  walks (``.device``, ``.dtype``, ModelOpt detection, ~1000 modules each) run once.
+  to probe its size and to use it), as bytes sent to the device and mapped through a table of
+  the stock arithmetic's 256 values; diffusers' whole-model walks (``.device``, ``.dtype``,
+  ModelOpt detection, ~1000 modules each) run once.
+* Across calls (:mod:`cosmos3_ros.model.call_hooks`): the tokenized caption, the text, vision
+  and action segments (positions, indexes) and the initial noise (per generator state and
+  shape) are remembered: a control loop with one prompt and seed prepares a call in ~3 ms.
+* ``guidance_steps`` N > 0 guides the first N steps only (opt-in, changes the actions); the
+  fast forward learns which unconditional layout follows each conditional one and runs both
+  guidance passes of a step as one batched forward (``pass_hint``).
 * ``decode_to_uint8`` decodes and converts frames to uint8 on the device (same numbers as
   ``output_type="np"`` plus the runtime's conversion) and copies only bytes through pinned
   memory; optionally with a channels-last decoder (bf16-level change, opt-out).
@@ -35,12 +42,27 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import torch
 from diffusers import Cosmos3OmniPipeline
 
+from cosmos3_ros.model.call_hooks import (
+    cached_preprocess,
+    cudnn_benchmark,
+    installed_forward,
+    memoized_noise,
+    memoized_walks,
+)
+from cosmos3_ros.model.fast_transformer import PassHint
 from cosmos3_ros.model.given_rows import GivenRowsMixin
+
+# Old names, kept for callers of the private helpers.
+_cached_preprocess, _memoized_walks = cached_preprocess, memoized_walks
+
+_MEMO_SIZE = 16
+_memo_lock = threading.Lock()
 
 
 class Cosmos3ActionPipeline(GivenRowsMixin, Cosmos3OmniPipeline):
@@ -92,6 +114,12 @@ class Cosmos3ActionPipeline(GivenRowsMixin, Cosmos3OmniPipeline):
 
     def _encode_video(self, x: torch.Tensor) -> torch.Tensor:
         self._mark("encode_start")
+        with self._memos()["vae_lock"]:  # the Wan VAE keeps its feature cache on the module: one call at a time
+            out = self._encode_first_or_all(x)
+        self._mark("encode_end")
+        return out
+
+    def _encode_first_or_all(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast and getattr(self, "_first_frame_only", False) and x.shape[2] > 1:
             t_lat = (x.shape[2] - 1) // self.vae_scale_factor_temporal + 1
             first = super()._encode_video(x[:, :, :1].contiguous())
@@ -101,18 +129,21 @@ class Cosmos3ActionPipeline(GivenRowsMixin, Cosmos3OmniPipeline):
                 device=first.device,
             )
             out[:, :, :1] = first
-        else:
-            out = super()._encode_video(x)
-        self._mark("encode_end")
-        return out
+            return out
+        return super()._encode_video(x)
 
-    def __call__(self, *args: Any, **kwargs: Any):
+    def __call__(self, *args: Any, guidance_steps: int = 0, **kwargs: Any):
+        """The stock call; ``guidance_steps`` N > 0 runs classifier-free guidance on the first N steps only."""
         action = kwargs.get("action")
         self._first_frame_only = action is not None and action.mode in ("policy", "forward_dynamics")
         user_cb = kwargs.pop("callback_on_step_end", None)
         n_steps = int(kwargs.get("num_inference_steps", 35))
+        self._guidance_steps = max(0, int(guidance_steps or 0))
+        self._step = 0
+        self._uncond_ids = None
 
         def _on_step_end(pipe, i, t, cb_kwargs):
+            self._step = i + 1
             if self.step_timing:
                 self._sync()
                 self._step_ends.append(time.perf_counter())
@@ -125,22 +156,101 @@ class Cosmos3ActionPipeline(GivenRowsMixin, Cosmos3OmniPipeline):
         self._reset_marks()
         self._mark("start")
         self._mask_has_noise: dict[int, tuple[torch.Tensor, bool]] = {}
+        memos = self._memos()
         with contextlib.ExitStack() as stack:
             stack.callback(setattr, self, "_first_frame_only", False)
+            stack.callback(setattr, self, "_guidance_steps", 0)
             stack.callback(self._mask_has_noise.clear)
             if self.fast and self.fast_forward is not None:
-                stack.enter_context(_installed_forward(self.transformer, self.fast_forward))
+                stack.enter_context(installed_forward(self.transformer, self.fast_forward, self.pass_hint))
             if self.fast:
-                if getattr(self, "_fp8_memo", None) is None:
-                    self._fp8_memo = {}
-                stack.enter_context(_memoized_walks(self.transformer, (self.transformer, self.vae), self._fp8_memo))
-            if self.fast and self.cudnn_benchmark and self._device().type == "cuda":
-                stack.enter_context(_cudnn_benchmark(True))
+                stack.enter_context(memoized_walks(self.transformer, (self.transformer, self.vae), memos["fp8"]))
+                stack.enter_context(memoized_noise(memos["noise"]))
             if self.fast:
-                stack.enter_context(_cached_preprocess(self.video_processor, self._device()))
+                stack.enter_context(cached_preprocess(self.video_processor, self._device()))
             out = super().__call__(*args, callback_on_step_end=_on_step_end, **kwargs)
         self._mark("end")
         return out
+
+    @property
+    def do_classifier_free_guidance(self):
+        """Stock (guidance scale other than 1), and with ``guidance_steps`` only on the first that many steps."""
+        steps = getattr(self, "_guidance_steps", 0)
+        return self._guidance_scale != 1.0 and (not steps or getattr(self, "_step", 0) < steps)
+
+    def pass_hint(self) -> PassHint:
+        """What the fast forward needs to know about the pass being run (see ``PassHint``)."""
+        return PassHint(step=self._step, cfg=self.do_classifier_free_guidance, uncond=self._uncond_ids)
+
+    # -- memos of the per-call preparation (fast path; the stock results, remembered) ---------------------------
+
+    def _memos(self) -> dict:
+        memos = self.__dict__.get("_memo_tables")
+        if memos is None:
+            memos = {name: OrderedDict() for name in ("tokens", "text", "vision", "action", "noise")}
+            memos["fp8"] = {}
+            memos["vae_lock"] = threading.Lock()
+            self._memo_tables = memos
+        return memos
+
+    def _remember(self, table: str, key: Any, compute):
+        if not self.fast:
+            return compute()
+        memo = self._memos()[table]
+        with _memo_lock:  # views of one pipeline (a batched call) share the tables
+            hit = memo.get(key)
+            if hit is not None:
+                memo.move_to_end(key)
+        if hit is None:
+            hit = compute()
+            with _memo_lock:
+                memo[key] = hit
+                while len(memo) > _MEMO_SIZE:
+                    memo.popitem(last=False)
+        return hit
+
+    def tokenize_prompt(self, prompt: str, negative_prompt: str | None = None, **kwargs: Any):
+        """Stock tokenization (with the request's contract), remembered per caption in fast mode."""
+        from cosmos3_ros.model.given_rows import _frame_hw
+
+        request = self._framework_request()
+        contract = None
+        if request is not None:
+            contract = (request.conditioning, _frame_hw(request.image), request.resolution_tier, request.view_point)
+        key = (prompt, negative_prompt, tuple(sorted(kwargs.items())), contract)
+        cond, uncond = self._remember(
+            "tokens", key, lambda: super(Cosmos3ActionPipeline, self).tokenize_prompt(prompt, negative_prompt, **kwargs)
+        )
+        self._uncond_ids = uncond
+        return list(cond), list(uncond)
+
+    def _prepare_text_segment(self, input_ids, device):
+        key = (tuple(input_ids), str(device))
+        seg = self._remember(
+            "text", key, lambda: super(Cosmos3ActionPipeline, self)._prepare_text_segment(input_ids, device=device)
+        )
+        return dict(seg)
+
+    def _prepare_vision_segment(self, input_vision_tokens, has_image_condition, mrope_offset, vision_fps, curr,
+                                device, condition_frame_indexes=None):  # fmt: skip
+        key = (tuple(input_vision_tokens.shape), has_image_condition, mrope_offset, vision_fps, curr, str(device),
+               None if condition_frame_indexes is None else tuple(condition_frame_indexes))  # fmt: skip
+        seg = self._remember("vision", key, lambda: super(Cosmos3ActionPipeline, self)._prepare_vision_segment(
+            input_vision_tokens, has_image_condition, mrope_offset, vision_fps, curr, device,
+            condition_frame_indexes=condition_frame_indexes,
+        ))  # fmt: skip
+        return dict(seg)
+
+    def _prepare_action_segment(self, input_action_tokens, condition_frame_indexes, mrope_offset, action_fps, curr,
+                                device, history_length=None):  # fmt: skip
+        hist = getattr(self, "_history_length", 0) if history_length is None else int(history_length)
+        key = (tuple(input_action_tokens.shape), tuple(condition_frame_indexes), mrope_offset, action_fps, curr,
+               str(device), hist)  # fmt: skip
+        seg = self._remember("action", key, lambda: super(Cosmos3ActionPipeline, self)._prepare_action_segment(
+            input_action_tokens, condition_frame_indexes, mrope_offset, action_fps, curr, device,
+            history_length=hist,
+        ))  # fmt: skip
+        return dict(seg)
 
     def prepare_latents(self, *args: Any, **kwargs: Any):
         """Stock ``prepare_latents``; in fast mode the (small) action condition mask is returned on the CPU.
@@ -238,8 +348,9 @@ class Cosmos3ActionPipeline(GivenRowsMixin, Cosmos3OmniPipeline):
             z_raw = z_raw.contiguous(memory_format=torch.channels_last_3d)
         with contextlib.ExitStack() as stack:
             if self.fast and self.cudnn_benchmark and latents.device.type == "cuda":
-                stack.enter_context(_cudnn_benchmark(True))
-            decoded = self.vae.decode(z_raw).sample.to(in_dtype)
+                stack.enter_context(cudnn_benchmark(True))
+            with self._memos()["vae_lock"]:
+                decoded = self.vae.decode(z_raw).sample.to(in_dtype)
         video = (decoded[0] * 0.5 + 0.5).clamp(0, 1)  # postprocess's denormalize, [3, T, H, W]
         finite = torch.isfinite(video).all()
         frames = (video * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 3, 0).contiguous()  # [T, H, W, 3]
@@ -296,160 +407,3 @@ class Cosmos3ActionPipeline(GivenRowsMixin, Cosmos3OmniPipeline):
             "decode_s": end - den1,
             "total_s": end - start,
         }
-
-
-_walk_lock = threading.Lock()
-_walk_depth = 0
-_walk_originals: tuple | None = None
-_walk_local = threading.local()
-
-
-def _walk_device(module):
-    scope = getattr(_walk_local, "scope", None)
-    if scope is None or id(module) not in scope["ids"]:
-        return _walk_originals[0](module)
-    cache = scope["device"]
-    if id(module) not in cache:
-        cache[id(module)] = _walk_originals[0](module)
-    return cache[id(module)]
-
-
-def _walk_dtype(module):
-    scope = getattr(_walk_local, "scope", None)
-    if scope is None or id(module) not in scope["ids"]:
-        return _walk_originals[1](module)
-    cache = scope["dtype"]
-    if id(module) not in cache:
-        cache[id(module)] = _walk_originals[1](module)
-    return cache[id(module)]
-
-
-def _walk_fp8(module, quantization_config=None, *args, **kwargs):
-    scope = getattr(_walk_local, "scope", None)
-    if scope is None or module is not scope["transformer"] or args or kwargs:
-        return _walk_originals[2](module, quantization_config, *args, **kwargs)
-    memo = scope["fp8"]
-    key = (id(module), repr(quantization_config))
-    if key not in memo:
-        memo[key] = _walk_originals[2](module, quantization_config)
-    return memo[key]
-
-
-@contextlib.contextmanager
-def _memoized_walks(transformer: torch.nn.Module, modules: tuple, fp8_memo: dict):
-    """Inside the block (one pipeline call), diffusers' whole-model walks run once per model.
-
-    ``ModelMixin.device`` / ``.dtype`` walk every submodule looking for offloading and casting
-    hooks, and ``Cosmos3MixedPrecisionConfig.resolve`` walks them for ModelOpt FP8 layers: ~1000
-    modules for Nano, a few ms each, over a dozen times per call while the GPU waits. Nothing
-    moves, casts, hooks or quantizes the models during a call, so the first answer holds (the
-    FP8 answer, in ``fp8_memo``, also across calls). The wrappers are installed while any such
-    call runs and answer for this thread's call only; every other caller gets the original.
-    """
-    global _walk_depth, _walk_originals
-    from diffusers.models import modeling_utils as mu
-    from diffusers.pipelines.cosmos import mixed_precision as mp
-
-    scope = {
-        "ids": {id(m) for m in modules if m is not None},
-        "transformer": transformer,
-        "device": {},
-        "dtype": {},
-        "fp8": fp8_memo,
-    }
-    previous = getattr(_walk_local, "scope", None)
-    _walk_local.scope = scope
-    with _walk_lock:
-        if _walk_depth == 0:
-            _walk_originals = (mu.get_parameter_device, mu.get_parameter_dtype, mp._is_modelopt_fp8_backend)
-            mu.get_parameter_device, mu.get_parameter_dtype = _walk_device, _walk_dtype
-            mp._is_modelopt_fp8_backend = _walk_fp8
-        _walk_depth += 1
-    try:
-        yield
-    finally:
-        with _walk_lock:
-            _walk_depth -= 1
-            if _walk_depth == 0:
-                mu.get_parameter_device, mu.get_parameter_dtype, mp._is_modelopt_fp8_backend = _walk_originals
-        _walk_local.scope = previous
-
-
-@contextlib.contextmanager
-def _installed_forward(transformer: torch.nn.Module, forward: Any):
-    """Route ``transformer(...)`` through ``forward`` inside the block (instance attribute)."""
-    forward.begin_call()
-    transformer.forward = forward
-    try:
-        yield
-    finally:
-        del transformer.forward
-
-
-@contextlib.contextmanager
-def _cudnn_benchmark(enabled: bool):
-    old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = old
-
-
-@contextlib.contextmanager
-def _cached_preprocess(video_processor: Any, device: torch.device):
-    """Inside the block, preprocessing the same one-frame numpy clip twice reuses the first result.
-
-    The stock ``__call__`` preprocesses the conditioning frame once to probe its size and again
-    to condition on it; the second result equals the first. A uint8 frame whose sides are
-    multiples of the VAE factor (no resize) is converted on ``device``: ``2.0 * x - 1.0`` of
-    integers, the same float32 values as the stock CPU path.
-    """
-    import numpy as np
-
-    factor = int(video_processor.config.vae_scale_factor)
-
-    def convert(img: np.ndarray):
-        cfg = video_processor.config
-        plain = (
-            img.dtype == np.uint8
-            and img.ndim == 3
-            and img.shape[2] == 3
-            and img.shape[0] % factor == 0
-            and img.shape[1] % factor == 0
-            and cfg.do_normalize
-            and not cfg.do_binarize
-            and not cfg.do_convert_grayscale
-        )
-        if not plain:
-            return original([img])
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device)
-        x = x.permute(2, 0, 1).unsqueeze(0)  # numpy_to_pt: [1, 3, H, W] uint8
-        x = 2.0 * x - 1.0  # normalize
-        return x.unsqueeze(0).permute(0, 2, 1, 3, 4)  # stack + permute: [1, 3, 1, H, W]
-
-    original = video_processor.preprocess_video
-    last: list[Any] = []
-
-    def preprocess_video(video, height=None, width=None, **kwargs):
-        single = (
-            not kwargs
-            and height is None
-            and width is None
-            and isinstance(video, list)
-            and len(video) == 1
-            and isinstance(video[0], np.ndarray)
-        )
-        if not single:
-            return original(video, height=height, width=width, **kwargs)
-        if last and last[0] is video[0]:
-            return last[1].clone()
-        out = convert(video[0])
-        last[:] = [video[0], out]
-        return out.clone()
-
-    video_processor.preprocess_video = preprocess_video
-    try:
-        yield
-    finally:
-        del video_processor.preprocess_video

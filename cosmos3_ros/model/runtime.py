@@ -7,109 +7,37 @@ No ROS imports. Implements :class:`cosmos3_ros.core.backend.PolicyBackend`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
 
-from cosmos3_ros.core.backend import BackendError
+from cosmos3_ros.core.backend import BackendError, PolicyCall
 from cosmos3_ros.core.results import ActionChunk, Forecast, ModelInfo, NonFiniteOutputError, Timing
 from cosmos3_ros.core.settings import DOMAIN_ACTION_WIDTH, PolicySettings, validate_actions, validate_image
+from cosmos3_ros.model.loading import (
+    DTYPES,
+    CheckpointNotFoundError,
+    _check_guardrail,
+    _resolve_device_dtype,
+    _torch_dtype,
+    quiet_libraries,
+    resolve_checkpoint,
+)
+
+__all__ = ["DTYPES", "FAST_OPTION_NAMES", "CheckpointNotFoundError", "Cosmos3PolicyRuntime", "resolve_checkpoint"]
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16", "float16")
 #: Keyword arguments of the constructors that select the fast path's levers (see FastOptions.resolve).
-FAST_OPTION_NAMES = tuple(
-    "compile cuda_graphs attention fuse fp8 vae_autotune sync_free_scheduler vae_channels_last".split()
+FAST_OPTION_NAMES = (
+    *"compile cuda_graphs attention fuse fp8 fp8_keep vae_autotune sync_free_scheduler".split(),
+    *"vae_channels_last batch_cfg".split(),
 )
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """The model is neither a local diffusers directory nor in the local Hugging Face cache."""
-
-
-def resolve_checkpoint(model: str, cache_dir: str | Path | None = None) -> Path:
-    """Return a local directory for ``model``: a path, or a Hugging Face id already in the local cache.
-
-    Never downloads. A missing id raises CheckpointNotFoundError saying how to fetch it.
-    ``cache_dir`` overrides the Hugging Face hub cache (default: ``HF_HUB_CACHE`` / ``HF_HOME``).
-    """
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise CheckpointNotFoundError(f"{path} has no model_index.json: not a diffusers-format checkpoint")
-        return path
-    if model.count("/") != 1 or model.startswith((".", "/", "~")):
-        raise CheckpointNotFoundError(f"model {model!r}: no such directory, and not a Hugging Face id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id=model, local_files_only=True, cache_dir=cache_dir))
-    except Exception as exc:  # huggingface_hub raises several kinds for a cache miss
-        raise CheckpointNotFoundError(
-            f"model {model!r} is not in the local Hugging Face cache "
-            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}). "
-            f"Download it once on a networked machine with `hf download {model}` (accept its licence first), "
-            f"or pass a local directory."
-        ) from exc
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"dtype {name!r} unknown; expected one of {list(DTYPES)}")
-    return getattr(torch, name)
-
-
-def _resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    _torch_dtype(dtype)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendError(f"device {device!r} requested but torch has no CUDA ({torch.__version__})")
-    return device, dtype
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """diffusers' and transformers' own progress bars and INFO chatter off while loading (``-v`` restores them)."""
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        yield
-        return
-    levels = dlog.get_verbosity(), tlog.get_verbosity()
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(levels[0])
-        tlog.set_verbosity(levels[1])
-        dlog.enable_progress_bar()
-
-
-def _check_guardrail(guardrail: bool) -> None:
-    if guardrail:
-        from diffusers.utils import is_cosmos_guardrail_available
-
-        if not is_cosmos_guardrail_available():
-            raise BackendError("guardrail=True needs the cosmos-guardrail package: pip install cosmos-guardrail")
 
 
 class Cosmos3PolicyRuntime:
@@ -127,10 +55,13 @@ class Cosmos3PolicyRuntime:
     embedding), ``compile`` (``torch.compile`` of the layer; a string is a ``torch.compile``
     mode), ``cuda_graphs`` (one graph per step layout), ``attention`` (``"sdpa"``: SDPA with GQA
     as stock calls it; ``"flash"``/``"cudnn"`` force a kernel), ``vae_autotune`` (cuDNN picks the
-    VAE's convolution algorithms), ``vae_channels_last`` (decoder weights and input
+    VAE decoder's convolution algorithms), ``vae_channels_last`` (decoder weights and input
     channels-last), ``sync_free_scheduler`` (UniPC without host syncs; bit-identical on CPU).
-    ``fp8=True`` (opt-in, changes actions beyond bf16 noise) runs the generation stream's GEMMs
-    in float8. Call :meth:`warmup` before the control loop.
+    ``batch_cfg`` (default on; exact on the CPU) runs both guidance passes of a step as one
+    batched forward. ``fp8=True`` (opt-in, changes actions) runs the blocks' generation-stream
+    linear layers in float8 except those ``fp8_keep`` names (default
+    :data:`~cosmos3_ros.model.options.FP8_KEEP_BF16`). :meth:`policy_batch` runs several calls
+    (robots) in one denoising loop. Call :meth:`warmup` before the control loop.
     """
 
     def __init__(
@@ -146,9 +77,11 @@ class Cosmos3PolicyRuntime:
         attention: str = "auto",
         fuse: bool | str = "auto",
         fp8: bool = False,
+        fp8_keep: str | None = None,
         vae_autotune: bool | str = "auto",
         sync_free_scheduler: bool | str = "auto",
         vae_channels_last: bool | str = "auto",
+        batch_cfg: bool | str = "auto",
     ) -> None:
         from cosmos3_ros.model.pipeline import Cosmos3ActionPipeline
 
@@ -188,9 +121,11 @@ class Cosmos3PolicyRuntime:
         attention: str = "auto",
         fuse: bool | str = "auto",
         fp8: bool = False,
+        fp8_keep: str | None = None,
         vae_autotune: bool | str = "auto",
         sync_free_scheduler: bool | str = "auto",
         vae_channels_last: bool | str = "auto",
+        batch_cfg: bool | str = "auto",
     ) -> Cosmos3PolicyRuntime:
         """Wrap an already built :class:`Cosmos3ActionPipeline` (e.g. random weights for the bench)."""
         from cosmos3_ros.model.pipeline import Cosmos3ActionPipeline
@@ -223,6 +158,7 @@ class Cosmos3PolicyRuntime:
         self.dtype = dtype
         self.guardrail = guardrail
         self._lock = threading.Lock()
+        self._pool = None
         self.fast_options = FastOptions.resolve(device, fast=fast, **options)
         pipe.fast = fast
         pipe.fast_forward = FastCosmos3Forward(pipe.transformer, self.fast_options) if fast else None
@@ -272,13 +208,17 @@ class Cosmos3PolicyRuntime:
         yy, xx = np.mgrid[0:h, 0:w]
         frame = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), np.full_like(xx, 127)], -1)
         frame = frame.astype(np.uint8)
-        short = settings.replace(num_steps=min(settings.num_steps, 2))
+        # Enough steps for a guided and (with guidance_steps) an unguided step; a guided loop runs twice, since
+        # the first call learns which unconditional layout follows the conditional one (batched from then on).
+        steps = min(settings.num_steps, max(2, settings.guidance_steps + 1))
+        short = settings.replace(num_steps=steps)
         with self._lock:
             if self.pipe is not None and self.pipe.fast_forward is not None:
                 self.pipe.fast_forward.prepare()
         state = np.zeros(short.action_width, np.float32) if short.use_state else None
-        chunk = self.policy(frame, short, state=state)
-        self.forward_dynamics(frame, chunk.actions, short)
+        for _ in range(2 if settings.guidance != 1.0 else 1):
+            chunk = self.policy(frame, short, state=state)
+            self.forward_dynamics(frame, chunk.actions, short)
         self.cold_start_s = time.perf_counter() - t0
         o = self.fast_options
         extra = [what for what, on in (("compile", o.compile), ("CUDA graph capture", o.cuda_graphs)) if on]
@@ -315,6 +255,68 @@ class Cosmos3PolicyRuntime:
         width, chunk = settings.action_width, settings.action_chunk_size
         known = check_given_rows(state, prefix, width=width, chunk_size=chunk, use_state=settings.use_state)
         out, timing, frames = self._run("policy", image, settings, video=return_video, known=known)
+        latents = None
+        if return_latents and not return_video:
+            latents = out.video.float().cpu().numpy()
+        return self._chunk(out, settings, timing, observation_stamp, video=frames if return_video else None,
+                           latents=latents)  # fmt: skip
+
+    def policy_batch(self, calls: Sequence[PolicyCall]) -> list[ActionChunk]:
+        """Several policy calls (robots) in one denoising loop: one transformer forward per step for all of them.
+
+        Returns one ActionChunk per call, in order, each what :meth:`policy` returns for that call alone (its
+        prompt, negative prompt, seed, state, prefix and frame; bit for bit on the CPU, bf16 noise on a GPU, where
+        the batched GEMMs may pick other kernels). Calls must share a :func:`~cosmos3_ros.core.backend.batch_key`:
+        a ValueError names the first that does not, or the first with bad input. Without the fast path the calls
+        run one after the other.
+        """
+        from cosmos3_ros.core.backend import batch_key
+        from cosmos3_ros.model.batching import WorkerPool, run_lockstep
+        from cosmos3_ros.model.given_rows import check_given_rows
+
+        calls = list(calls)
+        if not calls:
+            return []
+        key = batch_key(calls[0])
+        knowns = []
+        for i, c in enumerate(calls):
+            if not isinstance(c, PolicyCall):
+                raise ValueError(f"call {i} is a {type(c).__name__}, not a PolicyCall")
+            if batch_key(c) != key:
+                raise ValueError(f"call {i} cannot share a batch with call 0 (shapes or sampling schedule differ)")
+            try:
+                validate_image(c.image)
+                self._check_domain(c.settings)
+                s = c.settings
+                width, chunk = s.action_width, s.action_chunk_size
+                knowns.append(check_given_rows(c.state, c.prefix, width=width, chunk_size=chunk, use_state=s.use_state))
+            except ValueError as exc:
+                raise ValueError(f"call {i}: {exc}") from None
+        if len(calls) == 1:
+            c = calls[0]
+            return [self.policy(c.image, c.settings, observation_stamp=c.observation_stamp, state=c.state,
+                                prefix=c.prefix)]  # fmt: skip
+        with self._lock:
+            if self.pipe is None:
+                raise BackendError("runtime is closed")
+            self._use_schedule(calls[0].settings.shift)
+            jobs = [
+                (lambda pipe, c=c, k=k: self._invoke(pipe, "policy", c.image, c.settings, video=False, known=k))
+                for c, k in zip(calls, knowns, strict=True)
+            ]
+            if self.pipe.fast and self.pipe.fast_forward is not None:
+                if self._pool is None:
+                    self._pool = WorkerPool()
+                results = run_lockstep(self.pipe, jobs, self._pool)
+            else:
+                results = [job(self.pipe) for job in jobs]
+        return [
+            self._chunk(out, c.settings, timing, c.observation_stamp)
+            for (out, timing, _), c in zip(results, calls, strict=True)
+        ]
+
+    @staticmethod
+    def _chunk(out, settings: PolicySettings, timing, stamp, *, video=None, latents=None) -> ActionChunk:
         if not out.action:
             raise BackendError("pipeline returned no action for mode='policy'")
         actions = out.action[0].float().numpy().astype(np.float32, copy=False)
@@ -327,17 +329,8 @@ class Cosmos3PolicyRuntime:
             raise NonFiniteOutputError(
                 f"policy produced {int((~np.isfinite(actions)).sum())} non-finite action value(s); chunk discarded"
             )
-        video = frames if return_video else None
-        latents = None
-        if return_latents and not return_video:
-            latents = out.video.float().cpu().numpy()
         return ActionChunk(
-            actions=actions,
-            settings=settings,
-            timing=timing,
-            observation_stamp=observation_stamp,
-            video=video,
-            latents=latents,
+            actions=actions, settings=settings, timing=timing, observation_stamp=stamp, video=video, latents=latents
         )
 
     def forward_dynamics(
@@ -368,6 +361,9 @@ class Cosmos3PolicyRuntime:
         import torch
 
         with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
             if self.pipe is not None:
                 self.pipe.fast_forward = None
             self.pipe = None
@@ -420,70 +416,74 @@ class Cosmos3PolicyRuntime:
         With ``fast`` and no guardrail the video is decoded by ``decode_to_uint8`` (same numbers,
         converted on the device); otherwise by the stock ``output_type="np"`` path.
         """
+        with self._lock:
+            if self.pipe is None:
+                raise BackendError("runtime is closed")
+            self._use_schedule(settings.shift)
+            return self._invoke(self.pipe, mode, image, settings, video=video, raw_actions=raw_actions, known=known)
+
+    def _invoke(self, pipe, mode, image, settings: PolicySettings, *, video: bool, raw_actions=None, known=(None,) * 2):
+        """One call of ``pipe`` (the runtime's pipeline, or a view of it in a batched call); the lock is held."""
         import torch
 
         from cosmos3_ros.model.given_rows import ActionRequest
 
         framework = settings.conditioning == "cosmos_framework"
-        with self._lock:
-            if self.pipe is None:
-                raise BackendError("runtime is closed")
-            self._use_schedule(settings.shift)
-            cond = ActionRequest(
-                mode=mode,
-                chunk_size=settings.action_chunk_size,
-                domain_name=settings.domain_name,
-                resolution_tier=settings.image_size,
-                # diffusers: a PIL image, as the pipeline's docs pass it (diffusers 0.42.1 scales a uint8 *numpy*
-                # frame to [-1, 509] instead of [-1, 1]). cosmos_framework: the uint8 frame, padded as NVIDIA does.
-                image=image if framework else PILImage.fromarray(image),
-                raw_actions=raw_actions,
-                view_point=settings.view_point,
-                raw_action_width=settings.action_width,
-                state=known[0],
-                prefix=known[1],
-                conditioning=settings.conditioning,
-            )
-            generator = torch.Generator(device="cpu").manual_seed(int(settings.seed))
-            own_decode = video and self.pipe.fast and not self.guardrail
-            output_type = "np" if video and not own_decode else "latent"
+        cond = ActionRequest(
+            mode=mode,
+            chunk_size=settings.action_chunk_size,
+            domain_name=settings.domain_name,
+            resolution_tier=settings.image_size,
+            # diffusers: a PIL image, as the pipeline's docs pass it (diffusers 0.42.1 scales a uint8 *numpy*
+            # frame to [-1, 509] instead of [-1, 1]). cosmos_framework: the uint8 frame, padded as NVIDIA does.
+            image=image if framework else PILImage.fromarray(image),
+            raw_actions=raw_actions,
+            view_point=settings.view_point,
+            raw_action_width=settings.action_width,
+            state=known[0],
+            prefix=known[1],
+            conditioning=settings.conditioning,
+        )
+        generator = torch.Generator(device="cpu").manual_seed(int(settings.seed))
+        own_decode = video and pipe.fast and not self.guardrail
+        output_type = "np" if video and not own_decode else "latent"
+        try:
+            with torch.inference_mode():
+                out = pipe(
+                    prompt=settings.prompt,
+                    negative_prompt=settings.negative_prompt or None,
+                    action=cond,
+                    num_inference_steps=settings.num_steps,
+                    guidance_scale=settings.guidance,
+                    guidance_steps=settings.guidance_steps,
+                    fps=float(settings.fps),
+                    generator=generator,
+                    output_type=output_type,
+                    use_system_prompt=settings.use_system_prompt,
+                    enable_safety_check=self.guardrail,
+                )
+        except (ValueError, TypeError):
+            raise
+        except Exception as exc:
+            raise BackendError(f"{mode} call failed: {type(exc).__name__}: {exc}") from exc
+        frames = None
+        decode_s = 0.0
+        if own_decode:
+            t0 = time.perf_counter()
             try:
                 with torch.inference_mode():
-                    out = self.pipe(
-                        prompt=settings.prompt,
-                        negative_prompt=settings.negative_prompt or None,
-                        action=cond,
-                        num_inference_steps=settings.num_steps,
-                        guidance_scale=settings.guidance,
-                        fps=float(settings.fps),
-                        generator=generator,
-                        output_type=output_type,
-                        use_system_prompt=settings.use_system_prompt,
-                        enable_safety_check=self.guardrail,
-                    )
-            except (ValueError, TypeError):
-                raise
+                    frames = pipe.decode_to_uint8(out.video).numpy()
+            except ValueError as exc:
+                raise NonFiniteOutputError(str(exc)) from exc
             except Exception as exc:
-                raise BackendError(f"{mode} call failed: {type(exc).__name__}: {exc}") from exc
-            frames = None
-            decode_s = 0.0
-            if own_decode:
-                t0 = time.perf_counter()
-                try:
-                    with torch.inference_mode():
-                        frames = self.pipe.decode_to_uint8(out.video).numpy()
-                except ValueError as exc:
-                    raise NonFiniteOutputError(str(exc)) from exc
-                except Exception as exc:
-                    raise BackendError(f"{mode} decode failed: {type(exc).__name__}: {exc}") from exc
-                decode_s = time.perf_counter() - t0
-            elif video:
-                frames = _video_to_uint8(out.video)
-            timing = self.pipe.last_timing()
-            timing["decode_s"] += decode_s
-            timing["total_s"] += decode_s
-            timing = Timing(**timing)
-        return out, timing, frames
+                raise BackendError(f"{mode} decode failed: {type(exc).__name__}: {exc}") from exc
+            decode_s = time.perf_counter() - t0
+        elif video:
+            frames = _video_to_uint8(out.video)
+        timing = pipe.last_timing()
+        timing["decode_s"] += decode_s
+        timing["total_s"] += decode_s
+        return out, Timing(**timing), frames
 
 
 def _video_to_uint8(video: Any) -> np.ndarray:
