@@ -187,3 +187,14 @@ def test_markdown_and_yaml_cover_every_node_setting():
     for s in schema.NODE_SETTINGS:
         assert f"`{s.name}`" in md
         assert f"{s.name.rpartition('.')[2]}:" in template
+
+
+def test_steps_the_checkpoint_scheduler_cannot_run_are_refused_at_set_time():
+    """The released scheduler config (UniPC, Karras sigmas: shift 0) asserts inside diffusers above 51 steps."""
+    from cosmos3_ros.control.config import values_from_overrides
+
+    with pytest.raises(SettingsError, match="num_steps 60 with shift 0"):
+        PolicySettings(num_steps=60)
+    assert PolicySettings(num_steps=60, shift=5.0).num_steps == 60
+    with pytest.raises(SettingsError, match="num_steps 80 with shift 0"):
+        values_from_overrides({"forecast_num_steps": 80})

@@ -129,8 +129,10 @@ def loop_options(values: dict[str, Any]) -> LoopOptions:
 
 def check_values(values: dict[str, Any]) -> None:
     """Every rule that involves more than one setting; raises ValueError naming the problem."""
-    build_controller(values)
+    settings = build_controller(values).settings
     loop_options(values)
+    if values["forecast_num_steps"]:
+        settings.replace(num_steps=int(values["forecast_num_steps"]))  # the forecasts' settings must be valid too
     if values["use_state"] and not values["joint_states_topic"]:
         raise ValueError("use_state needs the robot state: set joint_states_topic (sensor_msgs/JointState)")
     chunk, replan = int(values["action_chunk_size"]), controller_config(values).replan_every

@@ -42,6 +42,12 @@ def _default(name: str) -> Any:
     return BY_NAME[name].default
 
 
+#: Most denoising steps the released scheduler config (UniPC, Karras sigmas; ``shift`` 0) runs in diffusers 0.42.1:
+#: from 52 steps on, its sigma schedule repeats timesteps and the solver asserts (measured on the tiny checkpoint,
+#: which ships that config).
+MAX_STEPS_CHECKPOINT_SCHEDULER = 51
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     """Everything that selects what one Cosmos 3 action call computes (see the ``sampling`` scope of the schema).
@@ -72,6 +78,12 @@ class PolicySettings:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, BY_NAME[f.name].validate(getattr(self, f.name)))
         object.__setattr__(self, "domain_name", resolve_domain(self.domain_name))
+        if self.shift == 0 and self.num_steps > MAX_STEPS_CHECKPOINT_SCHEDULER:
+            raise SettingsError(
+                f"num_steps {self.num_steps} with shift 0: the checkpoint's own scheduler (UniPC with Karras sigmas) "
+                f"fails above {MAX_STEPS_CHECKPOINT_SCHEDULER} steps in diffusers 0.42.1; set shift > 0 (the native "
+                "flow schedule, e.g. 5.0) for more steps"
+            )
 
     @property
     def action_width(self) -> int:
