@@ -18,15 +18,17 @@ ATTENTION_CHOICES = ("stock", "sdpa", "flash", "cudnn", "efficient", "math")
 FP8_PROJECTIONS = ("qkv", "o", "gate_up", "down")
 
 #: Linear layers of the transformer blocks that stay bf16 when ``fp8=True`` (everything outside the blocks'
-#: generation-stream linears always does: embeddings, norms, attention, the text stream, the heads). Chosen by the
-#: per-layer sweep of ``cosmos3-ros bench --preset droid,bridge --variants ...,fp8_sweep --fp8-keep auto``
-#: (``bench/results/2026-11-30-h200-fp8-sweep.md``): Q/K/V and output projections of every layer, all of layers
-#: 0-2, the down projections of layers 3-17 (39% of the block FLOPs). Measured over 8 samples on an H200 (random
-#: Nano weights): FP8 against our bf16 1.29x the bf16 noise floor at the DROID preset, 0.86x at the bridge preset;
-#: 1.21x / 1.25x faster than bf16. Keeping only the output projections (``o``) ran 1.35x / 1.40x faster but measured
-#: 4.6x the floor at the bridge preset's 30 steps. Syntax: comma-separated ``[layers:]projection`` or ``layers``
-#: (all four projections of those layers); layers ``i`` or ``i-j``; ``none`` quantizes every block linear.
-FP8_KEEP_BF16 = "qkv,o,0-2,3-17:down"
+#: generation-stream linears always does: embeddings, norms, attention, the text stream, the heads): the attention
+#: projections (Q/K/V and output) of every layer, 21.6% of the block FLOPs; the MLPs run in FP8. The per-layer sweep
+#: (``bench/results/2026-11-30-h200-fp8-sweep.md``) found them carrying the most error per FLOP, as vllm-omni's sweep
+#: on Cosmos 3 Nano did. Measured over 8 samples on an H200 (random Nano weights, the quality study's samples):
+#: FP8 against our bf16 2.64e-2 at the bridge preset (1.43x the bf16 noise floor 1.84e-2) and 8.14e-2 at the DROID
+#: preset (1.41x its floor 5.77e-2), 1.32x / 1.28x faster than bf16
+#: (``bench/results/2026-11-30-h200-*-fp8-keep-qkv-o.md``). Alternatives measured: ``qkv,o,0-2,3-17:down`` (the
+#: sweep's first choice) 0.86x / 1.29x the floor at 1.25x / 1.21x; ``qkv,o,0-2`` 0.95x / 1.36x at 1.29x / 1.26x;
+#: ``o`` 4.6x / 1.47x at 1.40x / 1.35x. Syntax: comma-separated ``[layers:]projection`` or ``layers`` (all four
+#: projections of those layers); layers ``i`` or ``i-j``; ``none`` quantizes every block linear.
+FP8_KEEP_BF16 = "qkv,o"
 
 _TOKEN = re.compile(r"^(?:(\d+)(?:-(\d+))?)?(?::?([a-z_]+))?$")
 
