@@ -15,22 +15,18 @@ activates itself. Diagnostics are published in every state.
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -41,7 +37,6 @@ from rclpy.qos import (
     qos_profile_system_default,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
@@ -66,13 +61,11 @@ from cosmos3_ros.core.params_file import check_overrides, read_params_file, ros_
 from cosmos3_ros.core.schema import BY_NAME, NODE_SETTINGS, SettingsError
 from cosmos3_ros.core.stats import RateEstimator
 from cosmos3_ros.ros import convert
-from cosmos3_ros.ros.executor import DrainingExecutor
 from cosmos3_ros.ros.node_sink import NodeSink
-from cosmos3_ros.ros.parameters import current_values, declare_all, usage_text
+from cosmos3_ros.ros.parameters import current_values, declare_all
+from cosmos3_ros.ros.process import SHUTDOWN_WAIT_S, run_node
 
 NODE_NAME = "cosmos3_policy"
-#: How long shutdown waits for a running model call before leaving it behind.
-SHUTDOWN_WAIT_S = 1.0
 
 _CAMERA_QOS = {
     "sensor_data": qos_profile_sensor_data,
@@ -522,65 +515,9 @@ def _closer(backend: Any, warn: Callable[[str], None]) -> Callable[[], None]:
     return close
 
 
-def _autostart(node: PolicyNode) -> None:
-    """Configure then activate (beside the executor, so diagnostics flow while the model loads)."""
-    if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-        node.trigger_activate()
-    else:
-        node.get_logger().error(
-            f"autostart: configure failed ({node.backend_error}); fix it and configure again "
-            "(cosmos3-ros lifecycle set ... configure)"
-        )
-
-
 def main(args: list[str] | None = None) -> int:
     """``policy_node`` / ``ros2 run cosmos3_ros policy_node``. SIGINT and SIGTERM (however many) stop it cleanly."""
-    argv = list(sys.argv if args is None else args)
-    user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
-    if "-h" in user_args or "--help" in user_args:
-        print(usage_text())
-        return 0
-    reports = [read_params_file(f) for f in ros_args_params(argv)[0]]
-    fatal = [f"{r.path}: {problem}" for r in reports for problem in r.fatal]
-    if fatal:  # rcl would refuse the file with a parser trace; say what is wrong instead
-        print("policy_node: error: " + "; ".join(fatal), file=sys.stderr)
-        return 2
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()  # the spin loop below notices within 0.1 s; a second signal changes nothing
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    node = PolicyNode(argv=argv)
-    executor = DrainingExecutor(num_threads=4)
-    executor.add_node(node)
-    idle = True
-    try:
-        if node.get_parameter("autostart").value:
-            threading.Thread(target=_autostart, args=(node,), daemon=True).start()
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.get_logger().info("shutting down")
-        node.request_shutdown()
-        executor.shutdown(timeout_sec=1.0)  # no callback runs while the node's entities are destroyed
-        idle = node.teardown()
-        node.destroy_node()
-        rclpy.try_shutdown(uninstall_handlers=False)
-        # Ignored from here on: Python resets its own handlers to the default (terminate) while the interpreter
-        # and DDS finalize, so a second Ctrl-C (a terminal's, then the one ros2 launch forwards) would kill the exit.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if not idle:  # a model call is still running (in C++ for torch): leave without waiting; the bag is closed
-        print(f"policy_node: leaving a model call in flight after {SHUTDOWN_WAIT_S:g} s", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    return run_node(PolicyNode, args)
 
 
 if __name__ == "__main__":
