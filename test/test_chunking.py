@@ -218,3 +218,24 @@ def test_rtc_is_refused_where_it_cannot_work():
         _controller(rtc=True, mapping=ActionMapping.build(NAMES, scale=[1.0, 0.0]))
     with pytest.raises(ValueError, match="joint_pos"):
         _controller(rtc=True, action_space="ee_pose")
+
+
+def test_the_spline_never_overshoots_its_points():
+    t = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    p = np.array([[0.0], [1.0], [1.0], [0.0], [0.0]])  # a plateau and a drop: a naive cubic bulges past 1 and 0
+    from cosmos3_ros.core.trajectory import Trajectory
+
+    traj = Trajectory(("a",), p, t, 0.0, 1, velocities=point_velocities(p, t))
+    samples = np.array([traj.sample(x)[0] for x in np.linspace(0.0, 0.4, 401)])
+    assert samples.min() >= -1e-12 and samples.max() <= 1.0 + 1e-12
+
+
+def test_a_request_the_worker_refused_is_withdrawn_and_asked_again():
+    c = _controller()
+    c.add_frame("cam", 0.0, IMG)
+    req, _ = c.step(0.0)
+    assert c.in_flight
+    c.withdraw(req)  # the worker was busy with an abandoned call
+    assert not c.in_flight and c.counters.get("withdrawn_requests") == 1
+    again, _ = c.step(0.05)
+    assert again is not None and again.stamp == 0.0

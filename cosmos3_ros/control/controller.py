@@ -270,9 +270,19 @@ class PolicyController:
         with self._lock:
             if not self._commanding or self._current is None:
                 return None
-            cmd = self._current.sample(now, before=self._last_command)
+            m = self.config.mapping  # a spline between points in range can bulge out of it: clamp the stream too
+            cmd = np.clip(self._current.sample(now, before=self._last_command), m.lower, m.upper)
             self._last_command = cmd
             return cmd
+
+    def withdraw(self, request: InferenceRequest) -> None:
+        """``request`` could not be run (the worker was still busy with an abandoned call): forget it, so a later
+        step asks again instead of waiting for a result that never comes."""
+        with self._lock:
+            if self._in_flight is not None and self._in_flight.request_id == request.request_id:
+                self._in_flight = None
+                self._last_request_stamp = float("-inf")
+                self.counters.inc("withdrawn_requests")
 
     def next_request_time(self) -> float | None:
         """When the next chunk will be requested (the time the replan_every-th point is due), if known."""

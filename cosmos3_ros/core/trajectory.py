@@ -194,9 +194,10 @@ def hermite(
 
 def point_velocities(positions: np.ndarray, times: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
     """Velocities consistent with ``positions`` at ``times`` (strictly increasing): the three-point derivative of
-    the interpolating parabola at interior points (central differences on a uniform grid), ``first`` (the command
-    stream's velocity where the trajectory starts) or a one-sided difference at point 0, and 0 at the last point
-    (where joint_trajectory_controller requires the motion to end at rest)."""
+    the interpolating parabola at interior points (central differences on a uniform grid), limited as in
+    Fritsch-Carlson so the cubic never overshoots (0 where a joint turns, at most 3x the smaller neighbouring
+    slope), ``first`` (the command stream's velocity where the trajectory starts) or a one-sided difference at
+    point 0, and 0 at the last point (where joint_trajectory_controller requires the motion to end at rest)."""
     p = np.asarray(positions, dtype=np.float64)
     t = np.asarray(times, dtype=np.float64)
     v = np.zeros_like(p)
@@ -205,6 +206,11 @@ def point_velocities(positions: np.ndarray, times: np.ndarray, first: np.ndarray
         h0 = (t[1:-1] - t[:-2])[:, None]
         h1 = (t[2:] - t[1:-1])[:, None]
         v[1:-1] = (h0 * (p[2:] - p[1:-1]) / h1 + h1 * (p[1:-1] - p[:-2]) / h0) / (h0 + h1)
+        # Monotone (Fritsch-Carlson): 0 at a local extremum, at most 3x the smaller neighbouring slope, so the cubic
+        # through the points never overshoots them (and never leaves joint limits the points respect).
+        d0, d1 = (p[1:-1] - p[:-2]) / h0, (p[2:] - p[1:-1]) / h1
+        cap = 3 * np.minimum(np.abs(d0), np.abs(d1))
+        v[1:-1] = np.where(d0 * d1 > 0, np.sign(v[1:-1]) * np.minimum(np.abs(v[1:-1]), cap), 0.0)
     if n >= 2:
         v[0] = first if first is not None else (p[1] - p[0]) / (t[1] - t[0])
     return v

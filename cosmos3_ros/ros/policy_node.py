@@ -464,6 +464,7 @@ class PolicyNode(LifecycleNode):
         request = loop.step(now)
         if request is not None and not worker.submit(lambda: loop.run_request(request)):
             loop.controller.note("dropped_requests")
+            loop.controller.withdraw(request)  # never leave it "in flight": the next tick asks again
         if self._cmd_pub is not None:
             cmd = loop.controller.command_at(now)
             if cmd is not None:
