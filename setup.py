@@ -47,10 +47,20 @@ ROS_WHEELS = [
 
 TEST_REQUIRES = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"]
 
+# `cosmos3-ros sim`: the MuJoCo Panda. Pinned exactly: simulated states (and so any recorded run) differ between
+# mujoco releases. Offscreen rendering needs EGL (Debian: libegl1, libegl-mesa0, libgl1-mesa-dri) or OSMesa
+# (libosmesa6) from the system.
+SIM_REQUIRES = ["mujoco==3.17.0"]
+
+# `cosmos3-ros fleet`: Ray Serve replicas behind the sidecar protocol (pinned: the deployment API moves between
+# releases). psutil is for the fleet load benchmark's CPU accounting.
+FLEET_REQUIRES = ["ray[serve]==2.60.0", "psutil>=5.9"]
+
 setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
+    package_data={"cosmos3_ros.sim": ["assets/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -59,7 +69,7 @@ setup(
     ],
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"ros": ROS_WHEELS, "test": TEST_REQUIRES},
+    extras_require={"ros": ROS_WHEELS, "test": TEST_REQUIRES, "sim": SIM_REQUIRES, "fleet": FLEET_REQUIRES},
     zip_safe=True,
     maintainer="cosmos3_ros maintainers",
     maintainer_email="cosmos3-ros@example.com",

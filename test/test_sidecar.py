@@ -300,7 +300,9 @@ def test_out_of_range_setting_is_a_bad_request_with_the_schema_bound(server, nam
 def test_settings_at_the_schema_bounds_are_served(server):
     ws, _ = raw_connect(server.url)
     with ws:
-        reply = ask(ws, _p({"observation/image": IMG, "settings": {"num_steps": 200, "action_chunk_size": 128}}))
+        reply = ask(
+            ws, _p({"observation/image": IMG, "settings": {"num_steps": 200, "shift": 5.0, "action_chunk_size": 128}})
+        )
         assert reply["action"].shape == (128, 10) and reply["settings"]["num_steps"] == 200
         reply = ask(ws, _p({"observation/image": IMG, "prompt": "p" * 4096, "settings": {"seed": 2**31 - 1}}))
         assert "action" in reply and reply["settings"]["seed"] == 2**31 - 1

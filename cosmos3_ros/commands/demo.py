@@ -6,6 +6,11 @@ A synthetic camera publishes a moving scene, the policy node turns it into actio
 listener prints every chunk it receives; after ``--duration`` seconds a summary is printed. Without
 ``--model`` a tiny random-weights checkpoint is written to a temporary directory (its actions are
 noise: the demo shows the loop, not a skill).
+
+``--sim``: a robot that moves instead of the synthetic camera: the MuJoCo Panda (``cosmos3-ros sim``, Isaac Sim's
+bridge interface) in its own process, the node with the shipped preset (``--sim-preset isaac`` or ``droid``) on
+simulated time, ``--duration`` simulated seconds; the summary adds how the arm followed (tracking error, jerk, chunk
+boundary jumps), the real-time factor and the simulator's CPU cost.
 """
 
 from __future__ import annotations
@@ -50,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the demo graph (default: a random isolated one)"
     )
     parser.add_argument("--quiet", action="store_true", help="do not print every chunk")
+    parser.add_argument("--sim", action="store_true", help="run against the MuJoCo Panda simulator instead")
+    parser.add_argument("--sim-preset", choices=["isaac", "droid"], default="isaac", help="--sim: which preset")
+    parser.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=None,
+        help="--sim: simulated seconds per wall second (default 0.5 with the tiny model on a CPU, else 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         model = str(make_tiny_model(Path(tmp.name) / "tiny"))
         print(f"demo: wrote a tiny random-weights checkpoint to {model} (use --model for a real one)")
         print(TINY_NOTE)
+    if args.sim:
+        try:
+            return _run_sim(args, v, model, tiny)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
     num_steps = v["num_steps"] if hasattr(args, "num_steps") else (10 if tiny else 30)
     # On a laptop CPU a small frame keeps the forecast (a second model call with a 17-frame VAE decode) inside the
     # replan budget; with a real model on a GPU use the camera's real size.
@@ -213,3 +232,113 @@ def _monitor_lines(m: dict) -> list[str]:
         f"mean {m['prediction_error_mean']:.3f} over {m['forecast_matched']} matched frames "
         f"({m['forecast_missed']} missed)",
     ]
+
+
+def _run_sim(args: argparse.Namespace, v: dict, model: str, tiny: bool) -> int:
+    """``--sim``: the node with a shipped preset against ``cosmos3-ros sim``; summary of how the arm followed."""
+    from cosmos3_ros.sim.harness import LoopConfig, SimLoop
+    from cosmos3_ros.sim.world import select_gl
+
+    select_gl()
+    preset = args.sim_preset
+    cpu = tiny and v["device"] in ("auto", "cpu")
+    node: dict = {
+        "prompt": v["prompt"] if hasattr(args, "prompt") else SIM_PROMPT,
+        "forecast_every": v["forecast_every"],
+    }
+    if hasattr(args, "num_steps"):
+        node["num_steps"] = v["num_steps"]
+    if args.record:
+        node["record_path"] = args.record
+    if cpu:  # keep a CPU's policy calls and forecasts inside the replan budget
+        node["forecast_source"] = "policy_video"
+        if preset == "droid":
+            node["image_size"] = 256
+    size = {"isaac": (160, 120), "droid": (160, 90)}[preset] if cpu else (None, None)
+    rtf = args.real_time_factor if args.real_time_factor is not None else (0.5 if cpu else 1.0)
+    config = LoopConfig(
+        preset=preset,
+        backend="in_process",
+        model=model,
+        device=v["device"],
+        real_time_factor=rtf,
+        camera_rate=args.camera_hz,
+        width=args.width or size[0],
+        height=args.height or size[1],
+        node_overrides=node,
+        domain_id=args.domain_id,
+    )
+    print(
+        f"demo --sim: the MuJoCo Panda with the {preset} preset at real-time factor {rtf:g}, cameras "
+        f"{config.width or 'default'}x{config.height or 'default'} @ {args.camera_hz:g} Hz; node overrides {node}"
+    )
+    with SimLoop(config) as loop:
+        print(
+            f"demo --sim: model loaded and warmed up in {loop.configure_s:.1f} s; running {args.duration:g} simulated s"
+        )
+        loop.wait_chunks(1, 900)
+        printed = [0]
+
+        def show() -> None:
+            chunks = loop.chunks()
+            for c in chunks[printed[0] :]:
+                if not args.quiet:
+                    first = ", ".join(f"{x:+.2f}" for x in c.positions[0][:4])
+                    print(f"  [sim {c.received:7.2f} s] chunk: {len(c.positions)} points, first=[{first}, ...]")
+            printed[0] = len(chunks)
+
+        wall0, cpu0 = time.monotonic(), loop.sim.cpu_seconds()
+        t0 = loop.sim_time()
+        while loop.sim_time() < t0 + args.duration:
+            if loop.sim.proc is None or loop.sim.proc.poll() is not None:
+                print(f"demo --sim: the simulator stopped:\n{loop.sim_log()[-2000:]}")
+                return 1
+            show()
+            time.sleep(0.5)
+        report = loop.report(t0, loop.sim_time())
+        wall = time.monotonic() - wall0
+        report["real_time_factor"] = (loop.sim_time() - t0) / wall
+        report["sim_cpu"] = (loop.sim.cpu_seconds() - cpu0) / wall
+        loop.close()
+    return _sim_summary(report, tiny)
+
+
+SIM_PROMPT = "put the red cube in the bowl"
+
+
+def _sim_summary(r: dict, tiny: bool) -> int:
+    def stat(key: str, unit: str) -> str:
+        s = r.get(key) or {}
+        return f"rms {s['rms']:.3g}, p95 {s['p95']:.3g}, max {s['max']:.3g} {unit}" if s.get("n") else "-"
+
+    lat = r.get("policy_latency_s") or {}
+    fc = r.get("forecast") or {}
+    print("\ndemo summary (simulator)")
+    print(
+        f"  simulated            {r['window_sim_s'][1] - r['window_sim_s'][0]:.1f} s at real-time factor "
+        f"{r['real_time_factor']:.2f}; simulator CPU {r['sim_cpu']:.2f} of a core"
+    )
+    print(f"  chunks received      {r['chunks']}, holds {r['holds']}, JointState commands {r['joint_commands']}")
+    if lat.get("count"):
+        p50, p95 = lat["p50"] * 1e3, lat["p95"] * 1e3
+        print(f"  inference latency    p50 {p50:.0f} ms, p95 {p95:.0f} ms over {lat['count']} calls")
+    toward = r.get("moves_toward_reference") or {}
+    print(f"  the arm              joint ranges {r.get('joint_range_rad')} rad; moves towards its commands in "
+          f"{100 * toward.get('share', float('nan')):.0f}% of {toward.get('n', 0)} samples (50%: chance)")  # fmt: skip
+    print(f"  tracking error       {stat('tracking_error_rad', 'rad')}")
+    print(f"  joint jerk           {stat('joint_jerk_rad_s3', 'rad/s^3')}")
+    print(f"  boundary jumps       {stat('chunk_boundary_jump_rad', 'rad')}")
+    print(
+        f"  forecasts            {fc.get('forecasts', 0)} made, {fc.get('forecast_skipped', 0)} skipped, "
+        f"{fc.get('forecast_matched', 0)} frames compared with rendered ones; prediction error "
+        f"{stat('prediction_error', '')}"
+    )
+    if tiny:
+        print(
+            "  note                 the tiny checkpoint's actions are noise: the preset's joint limits clamp them and "
+            "the arm is sent back and forth faster than it can follow (large tracking error and jerk by design)"
+        )
+    print(f"  non-finite values    {r['non_finite_commands']}, outside the joint limits {r['commands_outside_limits']}")
+    sys.stdout.flush()
+    ok = r["chunks"] > 0 and r["non_finite_commands"] == 0 and r["commands_outside_limits"] == 0
+    return 0 if ok else 1

@@ -107,7 +107,7 @@ class PolicyNode(LifecycleNode):
         self._lock = threading.RLock()
         self._closing = threading.Event()  # set at shutdown: interrupts a configure that waits for its backend
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(1.0, self._publish_diagnostics, MutuallyExclusiveCallbackGroup())
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_subscription(String, "~/instruction", self._on_instruction, 10)
 
@@ -305,9 +305,12 @@ class PolicyNode(LifecycleNode):
         )
 
     def _create_inputs(self, values: dict[str, Any]) -> None:
+        # One callback group per input: with rclpy's multi-threaded executor, a message that is ready but whose group
+        # is busy keeps the other threads spinning at 100% of a core (and starves the control timer); no input
+        # ever waits for another.
         qos = _CAMERA_QOS[values["camera_qos"]]
-        group = MutuallyExclusiveCallbackGroup()
         for topic in values["camera_topics"]:
+            group = MutuallyExclusiveCallbackGroup()
             compressed = topic.rstrip("/").endswith("/compressed")
             self.rates[topic] = RateEstimator()
             self._subs.append(
@@ -321,10 +324,22 @@ class PolicyNode(LifecycleNode):
                 )
             )
         if values["joint_states_topic"]:
-            sub = self.create_subscription(JointState, values["joint_states_topic"], self._on_joint_state, 10)
+            sub = self.create_subscription(
+                JointState,
+                values["joint_states_topic"],
+                self._on_joint_state,
+                10,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            )
             self._subs.append(sub)
         if values["ee_pose_topic"]:
-            sub = self.create_subscription(PoseStamped, values["ee_pose_topic"], self._on_ee_pose, 10)
+            sub = self.create_subscription(
+                PoseStamped,
+                values["ee_pose_topic"],
+                self._on_ee_pose,
+                10,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            )
             self._subs.append(sub)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
