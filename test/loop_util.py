@@ -48,6 +48,9 @@ class Events(LoopSink):
     def frame(self, camera, stamp, image):
         self.events.append(("frame", (camera, stamp)))
 
+    def state(self, stamp, positions):
+        self.events.append(("state", (stamp, positions.copy())))
+
     def rejected(self, camera, stamp, reason, message):
         self.events.append(("rejected", (camera, stamp, reason)))
 

@@ -14,24 +14,29 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from cosmos3_ros.ros.convert import rgb_to_image_msg
+from cosmos3_ros.ros.executor import DrainingExecutor
 
 _domains = itertools.count((os.getpid() * 7) % 80 + 100)
+
+
+def next_domain_id() -> int:
+    """A ROS_DOMAIN_ID no other graph of this test process uses."""
+    return next(_domains) % 200 + 20
 
 
 class Graph:
     """One ROS 2 graph per test: ``add(node)``, ``wait_for(pred)``, ``close()``."""
 
     def __init__(self) -> None:
-        self.domain_id = next(_domains) % 200 + 20
+        self.domain_id = next_domain_id()
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = DrainingExecutor(num_threads=4, context=self.context)
         self.nodes: list[Node] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

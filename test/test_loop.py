@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from loop_util import Events, Rig, frame, make_loop, values
+from loop_util import Clock, Events, Rig, frame, make_loop, values
 
 from cosmos3_ros.backends.fake import FakeBackend
 from cosmos3_ros.control.config import apply_runtime_values
@@ -115,18 +115,50 @@ def test_forecast_every_k_chunks():
     assert [r.cycle(dt=0.25).forecast for _ in range(4)] == ["ok", "not_due", "ok", "not_due"]
 
 
+class _ClockAdvancingBackend(FakeBackend):
+    """A fake whose calls take ``clock_s[mode]`` on the node clock (simulated time), whatever they take on the wall."""
+
+    def __init__(self, latency_s: float = 0.0, **clock_s: float) -> None:
+        super().__init__(latency_s=latency_s)
+        self.clock_s = clock_s
+        self.clock: Clock | None = None
+
+    def policy(self, *args, **kwargs):
+        out = super().policy(*args, **kwargs)
+        self.clock.t += self.clock_s.get("policy", 0.0)
+        return out
+
+    def forward_dynamics(self, *args, **kwargs):
+        out = super().forward_dynamics(*args, **kwargs)
+        self.clock.t += self.clock_s.get("forward_dynamics", 0.0)
+        return out
+
+
 def test_forecast_is_skipped_when_it_would_delay_the_next_policy_call():
-    r = make_loop(FakeBackend(latency_s=0.15), forecast_every=1, replan_every=1)
-    # Next chunk due one period (0.2 s) after the observation; the clock reads 0.2 s after it when the forecast
-    # would start, and the forecast is expected to take ~0.15 s (the policy call's latency before any forecast ran).
+    backend = _ClockAdvancingBackend(policy=0.15)
+    r = make_loop(backend, forecast_every=1, replan_every=1)
+    backend.clock = r.clock
+    # Next chunk due one period (0.2 s) after the observation; the policy call takes 0.15 s of node time, so the clock
+    # reads 0.15 s after the observation when the forecast would start, and the forecast is expected to take ~0.15 s
+    # (the policy call's latency before any forecast ran).
     r.clock.t += 0.1
     r.loop.on_frame("cam", r.clock.t, frame(r.clock.t))
     request = r.loop.step(r.clock.t)
-    r.clock.t += 0.1
     record = r.loop.run_request(request)
     assert record.published and record.forecast == "skipped_budget"
     assert r.loop.controller.counters.get("forecast_skipped") == 1 and not r.ev.of("forecast")
     assert [c.mode for c in r.fake.calls] == ["policy"]
+
+
+def test_forecast_budget_is_on_the_node_clock_not_the_wall():
+    """A simulator at a fifth of real time: a 0.15 s (wall) call is 0.03 s of simulated time, and the forecast fits."""
+    backend = _ClockAdvancingBackend(latency_s=0.15, policy=0.03)
+    r = make_loop(backend, forecast_every=1, replan_every=1)
+    backend.clock = r.clock
+    r.clock.t += 0.1
+    r.loop.on_frame("cam", r.clock.t, frame(r.clock.t))
+    record = r.loop.run_request(r.loop.step(r.clock.t))
+    assert record.policy_s >= 0.15 and record.forecast == "ok"  # wall latencies would have skipped it
 
 
 def test_forecast_runs_when_it_fits_the_budget():
@@ -248,7 +280,7 @@ def test_state_is_required_when_configured_and_goes_to_the_model_in_model_units(
 
 
 def test_stale_or_malformed_state_blocks_planning():
-    r = make_loop(joint_states_topic="/joint_states")
+    r = make_loop(joint_states_topic="/joint_states", use_state=True)
     r.clock.t += 0.1
     r.loop.on_frame("cam", r.clock.t, frame(0))
     r.loop.on_state(r.clock.t - 2.0, np.zeros(10))
@@ -257,7 +289,30 @@ def test_stale_or_malformed_state_blocks_planning():
     assert [reason for _, _, reason in r.ev.of("rejected")] == ["state_shape", "non_finite"]
 
 
+def test_a_state_topic_without_use_state_is_recorded_but_not_waited_for():
+    """joint_states_topic alone: the state is passed on (recording) but a model without a state row plans without."""
+    r = make_loop(joint_states_topic="/joint_states", use_state=False)
+    r.clock.t += 0.1
+    r.loop.on_frame("cam", r.clock.t, frame(0))
+    assert r.loop.on_state(r.clock.t, np.full(10, 0.5))
+    request = r.loop.step(r.clock.t)
+    assert request is not None and request.state is None
+    ((stamp, positions),) = r.ev.of("state")
+    assert stamp == r.clock.t and positions.tolist() == [0.5] * 10
+
+
 # -- bad time -----------------------------------------------------------------------------------------------------
+
+
+def test_frames_before_the_first_clock_message_are_rejected_as_no_clock():
+    """use_sim_time: the node clock reads 0 until /clock arrives; frames stamped in simulated time wait for it."""
+    r = make_loop(max_clock_skew=1.0)
+    r.clock.t = 0.0
+    assert not r.loop.on_frame("cam", 12.5, frame(0)) and not r.loop.on_state(12.5, np.zeros(10))
+    assert r.loop.controller.counters.get("rejected_frames.no_clock") == 1
+    assert r.loop.controller.counters.get("rejected_states.no_clock") == 1
+    r.clock.t = 12.5  # the first /clock
+    assert r.loop.on_frame("cam", 12.5, frame(0))
 
 
 def test_a_frame_from_the_future_is_rejected_alone_and_good_frames_go_on():
@@ -316,17 +371,19 @@ def test_the_first_forecast_is_judged_on_a_measured_latency():
     the policy call's latency and delays the next chunk; primed after warm-up, it is skipped."""
     outcomes = {}
     for primed in (False, True):
-        fake = FakeBackend(latency_s=0.02)
-        fake.set_latency(0.4, mode="forward_dynamics")
-        r = make_loop(fake, forecast_every=1, replan_every=2)  # the next chunk is due 0.4 s after the observation
+        fake = _ClockAdvancingBackend(policy=0.02, forward_dynamics=0.4)
+        r = make_loop(fake, forecast_every=1, replan_every=4)  # the next chunk is due 0.8 s after the observation
+        fake.clock = r.clock
         if primed:
             r.loop.prime_on_first_request()
         r.clock.t += 0.1
         r.loop.on_frame("cam", r.clock.t, frame(r.clock.t))
         request = r.loop.step(r.clock.t)
-        r.clock.t += 0.1  # 0.2 s left before the next chunk is due
+        r.clock.t += 0.1
+        # unprimed: 0.12 s after the observation, a forecast judged at 0.02 s fits; primed (0.42 s of measuring
+        # first): 0.54 s after, a 0.4 s forecast does not
         outcomes[primed] = r.loop.run_request(request).forecast
         if primed:
-            assert r.loop.forecast_latency.p95() >= 0.4  # measured on the first request's own frame
+            assert r.loop._forecast_clock_s.p95() >= 0.4  # noqa: SLF001 (measured on the first request's frame)
             assert [c.image_shape for c in fake.calls[:2]] == [(48, 64, 3)] * 2
     assert outcomes == {False: "ok", True: "skipped_budget"}

@@ -378,3 +378,47 @@ def test_replay_of_a_cut_recording(tmp_path, caplog):
         summary = replay(bag, _params(), tmp_path / "out", progress=False)
     assert summary["frames"] == frames and len(_read(tmp_path / "out")[CAM]) == frames
     assert any("cut record" in r.getMessage() for r in caplog.records)
+
+
+JOINTS = [f"j{k}" for k in range(10)]
+
+
+def _write_bag_with_state(path: Path, offset: float) -> Path:
+    """Frames at 10 Hz and the robot state at 30 Hz (an extra joint first, as real JointStates have)."""
+    rec = BagRecorder(path, storage="mcap").start()
+    for k in range(90):
+        t = 500.0 + k / 30
+        if k % 3 == 0:
+            rec.write_image(CAM, t, moving_scene_frame(t, 120, 160), frame_id="cam")
+        rec.write_joint_state("/joint_states", t, ["extra", *JOINTS], [9.0, *(offset + 0.01 * k + np.arange(10))])
+    assert rec.close()
+    return path
+
+
+def test_replay_gives_the_recorded_robot_state_to_the_model(tmp_path):
+    """use_state: the bag's JointState is picked by name and given to the model; the output bag keeps it (as the
+    node records it), so the replay's own output replays again."""
+    params = _params(forecast_every=0, use_state=True, joint_states_topic="/joint_states", joint_names=JOINTS)
+    actions = {}
+    for offset in (0.0, 0.5):
+        bag = _write_bag_with_state(tmp_path / f"in{offset}", offset)
+        summary = replay(bag, params, tmp_path / f"out{offset}", progress=False)
+        assert summary["chunks"] >= 4 and summary["counters"]["states"] == 90
+        assert summary["counters"].get("no_observation.no_state", 0) <= 1  # the first frame comes before a state
+        topics = _read(tmp_path / f"out{offset}")
+        states = topics["/joint_states"]
+        assert len(states) == 90 and list(states[0].msg.name) == JOINTS
+        np.testing.assert_allclose(states[5].msg.position, offset + 0.05 + np.arange(10))
+        actions[offset] = np.array([p.positions for p in topics["/cosmos3_policy/joint_trajectory"][0].msg.points])
+    assert not np.allclose(actions[0.0], actions[0.5])  # the state reached the model
+    again = replay(tmp_path / "out0.0", params, tmp_path / "again", progress=False)
+    assert again["chunks"] == summary["chunks"] and again["counters"]["states"] == 90
+
+
+def test_replay_with_use_state_needs_the_state_in_the_bag(tmp_path):
+    bag = _write_bag(tmp_path / "in", "mcap")
+    params = _params(use_state=True, joint_states_topic="/joint_states", joint_names=JOINTS)
+    with pytest.raises(Exception, match="has no /joint_states: use_state"):
+        replay(bag, params, tmp_path / "out", progress=False)
+    # without use_state the topic is optional
+    assert replay(bag, {**params, "use_state": False}, tmp_path / "out2", progress=False)["chunks"] >= 4

@@ -392,17 +392,29 @@ def _dir_storage(path: Path) -> str:
     return "unknown"
 
 
-def frame_from_msg(msgtype: str, msg: Any) -> np.ndarray:
+def frame_from_msg(msgtype: str, msg: Any, options: Any = None) -> np.ndarray:
     """HxWx3 uint8 RGB from a decoded ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
 
-    The result may be a read-only view of the message's buffer (raw rgb8); copy before writing to it. Raises
-    :class:`BagError` for other types and :class:`cosmos3_ros.core.images.ImageDecodeError` (a ``ValueError`` with a
-    ``reason``) for a malformed image.
+    ``options`` (a :class:`cosmos3_ros.core.images.DecodeOptions`; the node's, for a replay) caps and downscales
+    frames exactly as the node does. The result may be a read-only view of the message's buffer (raw rgb8); copy
+    before writing to it. Raises :class:`BagError` for other types and
+    :class:`cosmos3_ros.core.images.ImageDecodeError` (a ``ValueError`` with a ``reason``) for a malformed image.
     """
-    from cosmos3_ros.core.images import decode_compressed, decode_raw
+    from cosmos3_ros.core.images import DecodeOptions, decode_compressed, decode_raw, fit_within
 
+    opts = options or DecodeOptions()
     if msgtype == "sensor_msgs/msg/Image":
-        return decode_raw(msg.data, msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian)
+        rgb = decode_raw(
+            msg.data,
+            msg.encoding,
+            msg.width,
+            msg.height,
+            msg.step,
+            msg.is_bigendian,
+            max_depth_mm=opts.max_depth_mm,
+            max_pixels=opts.max_pixels,
+        )
+        return fit_within(rgb, opts.max_side)
     if msgtype == "sensor_msgs/msg/CompressedImage":
-        return decode_compressed(msg.data, msg.format)
+        return decode_compressed(msg.data, msg.format, max_pixels=opts.max_pixels, max_side=opts.max_side)
     raise BagError(f"{msgtype} is not an image type; expected one of {IMAGE_TYPES}")

@@ -78,7 +78,7 @@ class RecorderSink(LoopSink):
     ``run_config`` (a :func:`cosmos3_ros.bags.report_config.run_config`) is written once, stamped with the first
     event's time (so the bag's time span stays the run's); ``counters`` (the controller's) give holds their reasons
     when the trajectories do not carry them; ``threshold`` goes with drift trips; ``clock`` places rejected inputs
-    whose own stamp is unusable.
+    whose own stamp is unusable; accepted robot states go to ``state_topic`` as JointState of ``state_names``.
     """
 
     def __init__(
@@ -91,8 +91,12 @@ class RecorderSink(LoopSink):
         counters: Any = None,
         threshold: float | None = None,
         clock: Any = None,
+        state_topic: str = "",
+        state_names: Sequence[str] = (),
     ) -> None:
         self.recorder = recorder
+        self.state_topic = state_topic
+        self.state_names = list(state_names)
         self.prefix = prefix.rstrip("/")
         self.metric = metric
         self.threshold = threshold
@@ -114,6 +118,10 @@ class RecorderSink(LoopSink):
         self._last_stamp = stamp
         self._write_config(stamp)
         self.recorder.write_image(camera, stamp, image, frame_id=camera)
+
+    def state(self, stamp: float, positions: np.ndarray) -> None:
+        if self.state_topic:  # the robot state as the node used it, so a replay can give it to the model again
+            self.recorder.write_joint_state(self.state_topic, stamp, self.state_names, positions)
 
     def rejected(self, camera: str, stamp: float | None, reason: str, message: str) -> None:
         ok = stamp is not None and math.isfinite(stamp) and stamp >= 0

@@ -78,6 +78,35 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _state_topic(source: Any, values: dict[str, Any], use_state: bool, in_bag: str | Path) -> str:
+    """The robot-state topic to feed from the bag: ``joint_states_topic`` if the bag has it ("" if not needed)."""
+    topic = values["joint_states_topic"]
+    if not topic:
+        return ""
+    if topic in source.topics():
+        return topic
+    if use_state:
+        from cosmos3_ros.bags.reader import BagError
+
+        raise BagError(
+            f"bag {in_bag} has no {topic}: use_state gives the model the robot state, so the replay needs it (the "
+            "node records it when joint_states_topic is set; replay with use_state:=false to run without it)"
+        )
+    return ""
+
+
+def _feed_state(loop: Any, msg: Any, names: Any) -> None:
+    """A recorded JointState into the loop, picked by name as the node does; a malformed one is rejected, counted."""
+    from cosmos3_ros.core.joints import positions_by_name
+
+    try:
+        positions = positions_by_name(list(msg.msg.name), msg.msg.position, names)
+    except ValueError as exc:
+        loop.reject("robot_state", msg.stamp, "state_joints", str(exc))
+        return
+    loop.on_state(msg.stamp, positions)
+
+
 def replay(
     in_bag: str | Path,
     values_overrides: dict[str, Any],
@@ -103,7 +132,7 @@ def replay(
     from cosmos3_ros.bags.report_data import ReportData, motion_of, summarize
     from cosmos3_ros.bags.sinks import RecorderSink, ReportCollector
     from cosmos3_ros.bags.storage import check_output_path
-    from cosmos3_ros.control.config import build_controller, loop_options, values_from_overrides
+    from cosmos3_ros.control.config import build_controller, decode_options, loop_options, values_from_overrides
     from cosmos3_ros.control.events import Tee
     from cosmos3_ros.control.loop import PolicyLoop
     from cosmos3_ros.core.images import ImageDecodeError
@@ -114,10 +143,12 @@ def replay(
         check_output_path(report, "report", must_not_exist=False)
     values = values_from_overrides(values_overrides)
     controller = build_controller(values)
+    decode = decode_options(values)  # frames capped and downscaled as the node does
     cameras = list(controller.config.cameras)
     source = open_bag(in_bag)
     try:
         source.require_topics(cameras)
+        state_topic = _state_topic(source, values, controller.config.use_state, in_bag)
         total = source.message_count(cameras)
         if total == 0:
             raise BagError(f"bag {in_bag} has no messages on {cameras}")
@@ -159,6 +190,8 @@ def replay(
             counters=controller.counters,
             threshold=float(values["drift_threshold"]),
             clock=lambda: clock["now"],
+            state_topic=state_topic,
+            state_names=controller.config.state_names,
         )
         options = dataclasses.replace(loop_options(values), enforce_budget=False)  # inference is instant in bag time
         raw = _RawActions(backend)
@@ -167,13 +200,17 @@ def replay(
         t0 = time.perf_counter()
         bar = tqdm(total=total, unit="frame", desc="replay", disable=not progress)
         try:
-            for msg in source.messages(cameras):
+            for msg in source.messages(cameras + ([state_topic] if state_topic else [])):
                 if recorder.error is not None:  # the output broke (disk full...): stop, reported below
                     break
+                if msg.topic == state_topic:
+                    clock["now"] = msg.stamp
+                    _feed_state(loop, msg, controller.config.state_names)
+                    continue
                 bar.update(1)
                 span = [msg.stamp, msg.stamp] if not span else [min(span[0], msg.stamp), max(span[1], msg.stamp)]
                 try:
-                    frame = frame_from_msg(msg.msgtype, msg.msg)
+                    frame = frame_from_msg(msg.msgtype, msg.msg, decode)
                 except ImageDecodeError as exc:
                     loop.reject(msg.topic, msg.stamp, exc.reason, str(exc))
                     continue

@@ -78,6 +78,9 @@ class LoopSink:
     def frame(self, camera: str, stamp: float, image: np.ndarray) -> None:
         """An input frame was accepted into the buffer."""
 
+    def state(self, stamp: float, positions: np.ndarray) -> None:
+        """A robot state was accepted (robot units, in the order of the controller's ``state_names``)."""
+
     def rejected(self, camera: str, stamp: float | None, reason: str, message: str) -> None:
         """An input (frame or robot state) was rejected; ``reason`` is the counter key."""
 
@@ -112,6 +115,9 @@ class Tee(LoopSink):
 
     def frame(self, camera: str, stamp: float, image: np.ndarray) -> None:
         self._each("frame", camera, stamp, image)
+
+    def state(self, stamp: float, positions: np.ndarray) -> None:
+        self._each("state", stamp, positions)
 
     def rejected(self, camera: str, stamp: float | None, reason: str, message: str) -> None:
         self._each("rejected", camera, stamp, reason, message)

@@ -83,6 +83,9 @@ class PolicyLoop:
         self.clock = clock
         self.policy_latency = LatencyStats()
         self.forecast_latency = LatencyStats()
+        # the same calls measured on ``clock`` (the node clock: simulated time under use_sim_time), for the budget
+        self._policy_clock_s = LatencyStats()
+        self._forecast_clock_s = LatencyStats()
         tolerance = 0.5 / controller.settings.fps
         self.tracker = ForecastTracker(tolerance, metric=options.drift_metric, keep_frames_size=keep_frames_size)
         self.drift = DriftMonitor(options.drift_threshold, metric=options.drift_metric)
@@ -94,14 +97,16 @@ class PolicyLoop:
         """Measure one policy call (and one forward_dynamics forecast, when those are on) on ``image`` (and the
         robot ``state``) after the backend's warm-up, so the forecast budget starts from measured latencies."""
         settings = self.controller.settings
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), self.clock()
         chunk = self.backend.policy(image, settings, state=state)
         self.policy_latency.add(time.perf_counter() - t0)
+        self._add_clock_latency(self._policy_clock_s, c0)
         if self.options.forecast_every and self.options.forecast_source == "forward_dynamics":
             fsettings = settings.replace(num_steps=self.options.forecast_num_steps or settings.num_steps)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), self.clock()
             self.backend.forward_dynamics(image, chunk.actions, fsettings)
             self.forecast_latency.add(time.perf_counter() - t0)
+            self._add_clock_latency(self._forecast_clock_s, c0)
 
     def prime_on_first_request(self) -> None:
         """Run :meth:`prime` on the first request's own image (the camera's real size) before its policy call."""
@@ -137,6 +142,7 @@ class PolicyLoop:
         if reason is not None:
             self.sink.rejected("robot_state", stamp, reason, self.controller.last_error)
             return False
+        self.sink.state(stamp, positions)
         return True
 
     def on_pose(self, stamp: float, position: np.ndarray, quaternion: np.ndarray, frame_id: str) -> bool:
@@ -205,7 +211,7 @@ class PolicyLoop:
                 self.controller.note("prime_errors", f"measuring the first latencies failed: {exc}")
         forecast_due = self._forecast_due()
         want_video = forecast_due and self.options.forecast_source == "policy_video"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), self.clock()
         chunk: ActionChunk | None = None
         error: BaseException | None = None
         try:
@@ -221,6 +227,7 @@ class PolicyLoop:
             error = exc
         policy_s = time.perf_counter() - t0
         self.policy_latency.add(policy_s)
+        self._add_clock_latency(self._policy_clock_s, c0)
         now = self.clock()
         out = self.controller.complete(request, chunk, error, now)
         self._emit(out, now)
@@ -270,7 +277,7 @@ class PolicyLoop:
             fsettings = settings
             if self.options.forecast_num_steps:
                 fsettings = settings.replace(num_steps=self.options.forecast_num_steps)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), self.clock()
             try:
                 forecast = self.backend.forward_dynamics(
                     request.image, chunk.actions, fsettings, observation_stamp=request.stamp
@@ -280,6 +287,7 @@ class PolicyLoop:
                 return "error", None
             forecast_s = time.perf_counter() - t0
             self.forecast_latency.add(forecast_s)
+            self._add_clock_latency(self._forecast_clock_s, c0)
             frames = forecast.frames[1:]
         stamps = tuple(request.stamp + (k + 1) / settings.fps for k in range(len(frames)))
         self.tracker.add_forecast(request.request_id, stamps, frames)
@@ -287,12 +295,21 @@ class PolicyLoop:
         self.sink.forecast(ForecastFrames(request.request_id, stamps, frames))
         return "ok", forecast_s
 
+    def _add_clock_latency(self, stats: LatencyStats, started: float) -> None:
+        elapsed = self.clock() - started
+        if elapsed >= 0.0:  # a clock that jumped back (a restarted simulator, a looping bag) measured nothing
+            stats.add(elapsed)
+
     def _fits_budget(self) -> bool:
-        """Whether a forecast started now is expected to end before the next chunk is due."""
+        """Whether a forecast started now is expected to end before the next chunk is due.
+
+        Both sides are on the node clock: under ``use_sim_time`` a simulator at half real time gives a forecast
+        twice the wall time it needs, and wall-clock latencies would skip forecasts that fit.
+        """
         next_due = self.controller.next_request_time()
         if next_due is None:
             return True
-        estimate = self.forecast_latency.p95() or self.policy_latency.p95() or 0.0
+        estimate = self._forecast_clock_s.p95() or self._policy_clock_s.p95() or 0.0
         return self.clock() + estimate <= next_due
 
     # -- outputs ------------------------------------------------------------------------------------------------

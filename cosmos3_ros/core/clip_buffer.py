@@ -26,7 +26,7 @@ class Frame:
 
 class FrameRejectedError(ValueError):
     """A frame was not buffered; ``reason`` is a short key for counters ("out_of_order", "non_finite_stamp",
-    "negative_stamp", "future_stamp")."""
+    "negative_stamp", "future_stamp", "no_clock")."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -41,6 +41,8 @@ def check_stamp(stamp: float, now: float | None = None, max_skew: float = float(
     if stamp < 0:
         raise FrameRejectedError("negative_stamp", f"stamp {stamp!r} is negative")
     if now is not None and stamp - now > max_skew:
+        if now <= 0.0:  # ROS time not started: under use_sim_time nothing has come on /clock yet
+            raise FrameRejectedError("no_clock", f"stamp {stamp:.3f} but the node clock reads 0 (no /clock yet)")
         ahead = stamp - now
         raise FrameRejectedError(
             "future_stamp", f"stamp {stamp:.3f} is {ahead:.3f} s ahead of the node clock (max_clock_skew {max_skew})"

@@ -22,6 +22,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from cosmos3_ros.control.diagnostics import Diagnosis
 from cosmos3_ros.core.images import DecodeOptions, decode_compressed, decode_raw, encode_rgb8, fit_within
+from cosmos3_ros.core.joints import positions_by_name
 from cosmos3_ros.core.trajectory import Trajectory
 
 _INT32_MAX = 2**31 - 1
@@ -142,13 +143,7 @@ def diagnostic_array(diagnosis: Diagnosis, name: str, hardware_id: str, stamp: T
 
 def joint_positions(msg: JointState, names: Any) -> np.ndarray:
     """Positions of ``names`` from a JointState, in that order; ValueError naming what is missing or malformed."""
-    if len(msg.position) != len(msg.name):
-        raise ValueError(f"JointState has {len(msg.name)} names but {len(msg.position)} positions")
-    index = {n: i for i, n in enumerate(msg.name)}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise ValueError(f"JointState lacks joints {missing}")
-    return np.array([msg.position[index[n]] for n in names], dtype=np.float64)
+    return positions_by_name(msg.name, msg.position, names)
 
 
 def pose_array_msg(poses: np.ndarray, stamp: float | None, frame_id: str) -> PoseArray:

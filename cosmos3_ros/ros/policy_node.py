@@ -279,6 +279,8 @@ class PolicyNode(LifecycleNode):
                     counters=controller.counters,
                     threshold=float(values["drift_threshold"]),
                     clock=self.now,
+                    state_topic=values["joint_states_topic"],
+                    state_names=controller.config.state_names,
                 )
             )
             self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
