@@ -147,6 +147,7 @@ def run_droid(graph: Graph, node: PolicyNode, timeout: float) -> None:
         robot.close()
 
 
+@pytest.mark.slow  # several seconds of real streaming: the full suite runs it
 def test_droid_preset_with_the_fake_backend(graph):
     node = start(graph, backend="fake", replan_every=4)
     run_droid(graph, node, timeout=20)

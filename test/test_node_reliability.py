@@ -197,6 +197,7 @@ def _flood(graph: Graph, node: NodeProcess, good, bad, count: int) -> tuple[floa
     return before, node.rss_mb()
 
 
+@pytest.mark.slow  # several seconds of real streaming: the full suite runs it
 def test_pngs_small_on_the_wire_but_huge_decoded_are_refused_from_their_header(graph):
     topic = "/cam/image_raw/compressed"
     node = NodeProcess(graph, camera_topics=[topic])
@@ -226,6 +227,7 @@ def test_pngs_small_on_the_wire_but_huge_decoded_are_refused_from_their_header(g
     assert after - before < 100, f"the node's RSS grew {after - before:.0f} MB (was +4 GB)"
 
 
+@pytest.mark.slow  # several seconds of real streaming: the full suite runs it
 def test_large_raw_frames_are_kept_at_the_size_the_policy_needs(graph):
     node = NodeProcess(graph, camera_topics=[TOPIC])
     big = np.zeros((2000, 2000, 3), np.uint8)
@@ -293,6 +295,7 @@ def test_diagnostics_run_in_every_lifecycle_state(graph):
     graph.wait_for(lambda: latest() == {"backend unconfigured"}, timeout=5)  # one in flight may still say "inactive"
 
 
+@pytest.mark.slow  # several seconds of real streaming: the full suite runs it
 def test_deactivate_while_a_model_call_runs_publishes_nothing_after_the_hold(graph):
     node = _node(graph, fake_latency=0.8, replan_every=1, action_chunk_size=16)
     test = graph.node("tester")

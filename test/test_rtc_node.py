@@ -106,6 +106,7 @@ def _run(graph: Graph, n_chunks: int, **over) -> tuple[PolicyNode, Records, list
     return node, records, chunks
 
 
+@pytest.mark.slow  # several seconds of real streaming: the full suite runs it
 def test_rtc_chunks_continue_the_previous_chunk_inside_the_delay(graph):
     node, records, chunks = _run(graph, 8, rtc=True)
     published = [r for r in records.records if r.published]

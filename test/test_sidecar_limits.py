@@ -73,6 +73,7 @@ def _settled_mib(base: float, below: float, timeout: float = 5.0) -> float:
 # -- 12: requests whose client left ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds of real streaming: the full suite runs it
 def test_requests_of_clients_that_left_are_dropped_freed_and_stop_is_quick():
     """30 clients queue a 3 MiB request behind a running call and disconnect: their requests leave the queue at
     once (while the model is still busy), never reach the model, their memory is released, and a stop is quick.
