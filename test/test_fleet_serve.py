@@ -154,8 +154,9 @@ def test_killed_replica_and_gateway_lose_no_robot(fleet, openpi_python, tmp_path
         robot.start()
     raw = robots[0]
     try:
-        _wait_for(lambda: len({a["replica"] for a in raw.answers}) == 2, 60, "both replicas serving")
-        first = {a["replica"] for a in raw.answers}
+        # Which replica a request meets is Ray's routing; a burst of concurrent requests meets both.
+        first: set[str] = set()
+        _wait_for(lambda: len(first.update(_burst(fleet.url)) or first) == 2, 90, "both replicas serving")
         # Mid-request, for certain: a long request (200 steps) runs on one replica; the replica whose CPU time grows
         # is the one running it. The robots pause meanwhile (the openpi robot goes on).
         pause.set()
@@ -169,7 +170,6 @@ def test_killed_replica_and_gateway_lose_no_robot(fleet, openpi_python, tmp_path
         grown = {r: _cpu_s(_pid(r)) - before[r] for r in first}
         victim = max(grown, key=grown.get)
         assert grown[victim] > 0.2 and grown[victim] > 2 * min(grown.values()), grown
-        answered_before = len(raw.answers)
         os.kill(_pid(victim), signal.SIGKILL)
         t_kill = time.monotonic()
         reply = proto.parse_error_frame(slow.recv(timeout=30))
@@ -180,7 +180,8 @@ def test_killed_replica_and_gateway_lose_no_robot(fleet, openpi_python, tmp_path
         pause.clear()
         # Ray Serve replaces it (a new process, warmed up before it takes a request)
         t_kill = time.monotonic()
-        _wait_for(lambda: {a["replica"] for a in raw.answers[answered_before:]} - first, 120, "a new replica serving")
+        seen: set[str] = set()
+        _wait_for(lambda: seen.update(_burst(fleet.url)) or seen - first, 120, "a new replica serving")
         print(f"replica {victim} killed: a new one served after {time.monotonic() - t_kill:.1f} s")
         # the gateway too: every robot's connection is lost; each connects again and goes on
         gateway = healthz(fleet.port)[1]["gateway"]
@@ -213,6 +214,22 @@ def test_killed_replica_and_gateway_lose_no_robot(fleet, openpi_python, tmp_path
     assert not _alive(_pid(victim))
     status, body = healthz(fleet.port)
     assert status == 200 and body["replicas"].get("RUNNING") == 2, body
+
+
+def _burst(url: str, n: int = 6) -> set[str]:
+    """The replicas that answer ``n`` requests sent at once on ``n`` connections."""
+    conns = [open_ws(url)[0] for _ in range(n)]
+    try:
+        settings = {"num_steps": 2, "image_size": 256}
+        for k, ws in enumerate(conns):
+            ws.send(proto.packb({"observation/image": FRAME, "prompt": f"burst {k}", "settings": settings}))
+        replies = [ws.recv(timeout=60) for ws in conns]
+    finally:
+        for ws in conns:
+            ws.close()
+    answers = [proto.unpackb(r)["fleet"] for r in replies if not isinstance(r, str)]
+    assert all(a["started_at"] >= a["warmed_at"] for a in answers)  # never served before its warm-up ended
+    return {a["replica"] for a in answers}
 
 
 def _cpu_s(pid: int) -> float:

@@ -223,6 +223,7 @@ def test_pngs_small_on_the_wire_but_huge_decoded_are_refused_from_their_header(g
         before, after = _flood(graph, node, sender(small), sender(huge), 72)
     finally:
         out = node.stop()
+    print(f"72 PNGs of 4096x4096: node RSS {before:.0f} -> {after:.0f} MB")  # the figure for the README (-s)
     assert "too_large" in out and "4096x4096" in out  # rejected, with the reason, in the log
     assert after - before < 100, f"the node's RSS grew {after - before:.0f} MB (was +4 GB)"
 
@@ -243,6 +244,7 @@ def test_large_raw_frames_are_kept_at_the_size_the_policy_needs(graph):
         )  # fmt: skip
     finally:
         node.stop()
+    print(f"80 raw frames of 2000x2000: node RSS {before:.0f} -> {after:.0f} MB")  # the figure for the README (-s)
     assert after - before < 150, f"the node's RSS grew {after - before:.0f} MB (was +1 GB)"
 
 
