@@ -87,9 +87,17 @@ def _finish(launch: Launch, group: bool, timeout: float = 20.0) -> str:
 def test_default_launch_commands_and_stops_cleanly_with_a_complete_recording(workspace, graph, tmp_path, group):
     bag = tmp_path / "rec"
     # A model call is in flight when Ctrl-C comes (6 s each, the next starts at once after the first chunk, with
-    # about 6 s left): shutdown must not wait for it.
+    # about 6 s left): shutdown must not wait for it. No warm-up call and no forecasts: fewer 6 s calls before the
+    # first chunk.
     params = _preset(
-        tmp_path, backend="fake", fake_latency=6.0, action_chunk_size=64, replan_every=1, record_path=str(bag)
+        tmp_path,
+        backend="fake",
+        fake_latency=6.0,
+        action_chunk_size=64,
+        replan_every=1,
+        record_path=str(bag),
+        warmup=False,
+        forecast_every=0,
     )
     launch = Launch(
         workspace,

@@ -80,21 +80,23 @@ def test_isaac_preset_closes_the_loop_records_and_replays(tiny_model, tmp_path):
     # Forecasts were compared with the frames the simulator rendered.
     assert report["forecast"]["forecasts"] >= 2 and report["forecast"]["forecast_matched"] >= 5, report["forecast"]
     assert report["prediction_error"]["n"] >= 5 and np.isfinite(report["prediction_error"]["max"])
-    # The recording holds the run, and cosmos3-ros replay replays it: without the robot state (use_state off, no
-    # joint_states_topic), because the node does not record /joint_states, so a replay has no state to give.
+    # The recording holds the run with the robot state the node used, and cosmos3-ros replay replays it with the
+    # preset as it is (use_state: the recorded /joint_states go to the model again).
     with open_bag(bag) as b:
         assert b.message_count(["/rgb"]) > 50 and b.message_count([TRAJECTORY_TOPIC]) >= 8
+        assert b.message_count(["/joint_states"]) > 300  # every state the node accepted (60 Hz simulated)
     out = tmp_path / "replayed"
     params = str(preset_file("isaac_sim.yaml"))
     r = subprocess.run(
         [sys.executable, "-m", "cosmos3_ros.cli", "replay", str(bag), "--params-file", params,
          "--model", str(tiny_model), "--device", "cpu", "--out", str(out), "--no-progress",
-         "-p", "use_state:=false", "-p", "joint_states_topic:=''", "-p", "forecast_every:=0"],
+         "-p", "forecast_every:=0"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     summary = json.loads(r.stdout[r.stdout.index("{") :])
     assert summary["chunks"] >= 5 and summary["frames"] > 50, summary
+    assert summary["counters"]["states"] > 300, summary["counters"]
     with open_bag(out) as b:
         assert b.message_count([TRAJECTORY_TOPIC]) >= 5
 

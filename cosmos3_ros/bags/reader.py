@@ -400,21 +400,11 @@ def frame_from_msg(msgtype: str, msg: Any, options: Any = None) -> np.ndarray:
     before writing to it. Raises :class:`BagError` for other types and
     :class:`cosmos3_ros.core.images.ImageDecodeError` (a ``ValueError`` with a ``reason``) for a malformed image.
     """
-    from cosmos3_ros.core.images import DecodeOptions, decode_compressed, decode_raw, fit_within
+    from cosmos3_ros.core.images import DecodeOptions, decode_compressed, decode_raw_with
 
     opts = options or DecodeOptions()
     if msgtype == "sensor_msgs/msg/Image":
-        rgb = decode_raw(
-            msg.data,
-            msg.encoding,
-            msg.width,
-            msg.height,
-            msg.step,
-            msg.is_bigendian,
-            max_depth_mm=opts.max_depth_mm,
-            max_pixels=opts.max_pixels,
-        )
-        return fit_within(rgb, opts.max_side)
+        return decode_raw_with(msg.data, msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, opts)
     if msgtype == "sensor_msgs/msg/CompressedImage":
         return decode_compressed(msg.data, msg.format, max_pixels=opts.max_pixels, max_side=opts.max_side)
     raise BagError(f"{msgtype} is not an image type; expected one of {IMAGE_TYPES}")

@@ -285,6 +285,29 @@ def decode_compressed(
     return fit_within(np.asarray(im), max_side)
 
 
+def decode_raw_with(
+    data: bytes | memoryview | np.ndarray,
+    encoding: str,
+    width: int,
+    height: int,
+    step: int,
+    is_bigendian: int,
+    options: DecodeOptions,
+) -> np.ndarray:
+    """:func:`decode_raw` under ``options``' caps, kept at ``options.max_side`` (what the node and replay keep)."""
+    rgb = decode_raw(
+        data,
+        encoding,
+        width,
+        height,
+        step,
+        is_bigendian,
+        max_depth_mm=options.max_depth_mm,
+        max_pixels=options.max_pixels,
+    )
+    return fit_within(rgb, options.max_side)
+
+
 def fit_within(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """``image`` downscaled (area average) so that its longer side is at most ``max_side``; unchanged when it fits.
 

@@ -21,7 +21,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from cosmos3_ros.control.diagnostics import Diagnosis
-from cosmos3_ros.core.images import DecodeOptions, decode_compressed, decode_raw, encode_rgb8, fit_within
+from cosmos3_ros.core.images import DecodeOptions, decode_compressed, decode_raw_with, encode_rgb8
 from cosmos3_ros.core.joints import positions_by_name
 from cosmos3_ros.core.trajectory import Trajectory
 
@@ -44,17 +44,7 @@ def image_msg_to_rgb(msg: Image, options: DecodeOptions = _DEFAULTS) -> np.ndarr
     For unpadded ``rgb8`` that needs no downscale the result is a view of ``msg.data`` (no copy): copy it before
     writing to it.
     """
-    rgb = decode_raw(
-        _buffer(msg.data),
-        msg.encoding,
-        msg.width,
-        msg.height,
-        msg.step,
-        msg.is_bigendian,
-        max_depth_mm=options.max_depth_mm,
-        max_pixels=options.max_pixels,
-    )
-    return fit_within(rgb, options.max_side)
+    return decode_raw_with(_buffer(msg.data), msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, options)
 
 
 def compressed_msg_to_rgb(msg: CompressedImage, options: DecodeOptions = _DEFAULTS) -> np.ndarray:

@@ -79,23 +79,18 @@ class Recorder:
             np.array([values[index[n]] for n in names]) if len(values) == len(msg.name) else np.full(len(names), np.nan)
         )
 
+    def _row(self, msg: Any) -> tuple:
+        """(epoch, stamp, positions, velocities) of the controlled joints in a JointState."""
+        positions, velocities = self._pick(msg, CONTROLLED, "position"), self._pick(msg, CONTROLLED, "velocity")
+        return self.epoch, self._sec(msg.header.stamp), positions, velocities
+
     def _on_js(self, msg: Any) -> None:
-        row = (
-            self.epoch,
-            self._sec(msg.header.stamp),
-            self._pick(msg, CONTROLLED, "position"),
-            self._pick(msg, CONTROLLED, "velocity"),
-        )
+        row = self._row(msg)
         with self.lock:
             self.joint_states.append(row)
 
     def _on_ref(self, msg: Any) -> None:
-        row = (
-            self.epoch,
-            self._sec(msg.header.stamp),
-            self._pick(msg, CONTROLLED, "position"),
-            self._pick(msg, CONTROLLED, "velocity"),
-        )
+        row = self._row(msg)
         with self.lock:
             self.reference.append(row)
 
