@@ -76,6 +76,7 @@ def _finish(launch: Launch, group: bool, timeout: float = 20.0) -> str:
     assert "never retrieved" not in out, out[-4000:]  # no callback ran into a destroyed entity
     assert "sending signal 'SIGTERM'" not in out, f"shutdown needed SIGTERM escalation:\n{out[-4000:]}"
     assert took < 5.0, f"shutdown took {took:.1f} s"
+    print(f"Ctrl-C ({'process group' if group else 'launch'}): every process exited 0 in {took:.2f} s")
     deadline = time.monotonic() + 5
     while launch.leftovers() and time.monotonic() < deadline:
         time.sleep(0.1)
