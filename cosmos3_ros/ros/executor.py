@@ -11,7 +11,7 @@ the spin, so they are the likely ones). The spin thread then
 loops holding the GIL, which delays the pool thread further. Measured with ``/clock`` and ``/joint_states`` at 60 Hz
 and a 60 Hz timer under ``use_sim_time`` (``test/test_executor.py``): the stock executor took 0.5-0.9 of a
 core, some 15,000 wake-ups a second, and ran the timer at 10-35 Hz; ``SingleThreadedExecutor`` took 0.04 at 57 Hz.
-Here a queued task counts as executing, and the loop waits (at most 50 ms) until a pool thread has picked it up
+Here a queued task counts as executing, and the loop waits (at most 0.2 s) until a pool thread has picked it up
 before it waits again: 0.05 of a core, 200 wake-ups a second, the timer at 57 Hz (the test counts 26-45 wake-ups per
 callback for the stock executor, 1.8 for this one).
 
@@ -35,7 +35,9 @@ from rclpy.executors import (
     TimeoutException,
 )
 
-_START_WAIT_S = 0.05
+#: How long the loop waits for a pool thread to take a callback; longer only when all pool threads are busy, when
+#: nothing else could run anyway.
+_START_WAIT_S = 0.2
 
 
 def _queued() -> bool:
