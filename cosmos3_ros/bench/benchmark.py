@@ -10,13 +10,10 @@ frame, settings and seed. Each measured variant is isolated: a failure is record
 
 from __future__ import annotations
 
-import datetime as _dt
 import gc
 import itertools
 import logging
-import platform
 import statistics
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -34,6 +31,7 @@ from cosmos3_ros.bench.measure import (
     microbench,
     rel_l2,
     replay_ms,
+    run_header,
     transformer_flops,
     vae_decode_micro,
 )
@@ -383,36 +381,16 @@ class Bench(LoopAndSummary):
         return time.perf_counter() - t0
 
     def run(self) -> dict[str, Any]:
-        import diffusers
         import torch
 
-        from cosmos3_ros import __version__
         from cosmos3_ros.bench.nano import build_random_components, parameter_count
         from cosmos3_ros.core.synthetic import moving_scene_frame
 
         c = self.cfg
         cuda = c.device.startswith("cuda")
         res = self.res
-        gpu = torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine()
-        res.update(
-            device=f"{gpu} ({c.device})",
-            gpu=gpu,
-            date=_dt.date.today().isoformat(),
-            command=c.command,
-            argv=list(sys.argv),
-            size=c.size,
-            dtype=c.dtype,
-            frame=[c.height, c.width],
-            settings={**c.settings.to_dict(), "steps": list(c.steps)},
-            repeats=c.repeats,
-            versions={
-                "cosmos3_ros": __version__,
-                "torch": torch.__version__,
-                "diffusers": diffusers.__version__,
-                "cuda": torch.version.cuda,
-                "python": platform.python_version(),
-            },
-        )
+        res.update(run_header(c.device, c.command, c.size, c.dtype, c.repeats))
+        res.update(frame=[c.height, c.width], settings={**c.settings.to_dict(), "steps": list(c.steps)})
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = False
         res.update(self._guard("gemm", lambda: measure_gemm(c.device, c.dtype)) or {})

@@ -56,6 +56,38 @@ class VaeTimer:
         del self.vae.decode
 
 
+def run_header(device: str, command: str, size: str, dtype: str, repeats: int) -> dict[str, Any]:
+    """What every benchmark result starts with: the machine, the date, the command, the library versions."""
+    import datetime
+    import platform
+    import sys
+
+    import diffusers
+    import torch
+
+    from cosmos3_ros import __version__
+
+    cuda = device.startswith("cuda")
+    gpu = torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine()
+    return {
+        "device": f"{gpu} ({device})",
+        "gpu": gpu,
+        "date": datetime.date.today().isoformat(),
+        "command": command,
+        "argv": list(sys.argv),
+        "size": size,
+        "dtype": dtype,
+        "repeats": repeats,
+        "versions": {
+            "cosmos3_ros": __version__,
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+        },
+    }
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 

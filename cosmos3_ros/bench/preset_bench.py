@@ -12,12 +12,9 @@ Each stage is isolated: a failure is recorded under ``errors`` and the run goes 
 
 from __future__ import annotations
 
-import datetime as _dt
 import gc
 import logging
-import platform
 import statistics
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cosmos3_ros.bench.measure import frame_deviation, measure_gemm, rel_l2
+from cosmos3_ros.bench.measure import frame_deviation, measure_gemm, rel_l2, run_header
 from cosmos3_ros.bench.preset_stages import wants
 from cosmos3_ros.bench.presets import Preset, load_preset
 
@@ -149,32 +146,13 @@ class PresetBench:
     # -- main -------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, dict[str, Any]]:
-        import diffusers
         import torch
 
-        from cosmos3_ros import __version__
         from cosmos3_ros.bench.nano import build_random_components, parameter_count
 
         c = self.cfg
         cuda = c.device.startswith("cuda")
-        gpu = torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine()
-        self.common = {
-            "device": f"{gpu} ({c.device})",
-            "gpu": gpu,
-            "date": _dt.date.today().isoformat(),
-            "command": c.command,
-            "argv": list(sys.argv),
-            "size": c.size,
-            "dtype": c.dtype,
-            "repeats": c.repeats,
-            "versions": {
-                "cosmos3_ros": __version__,
-                "torch": torch.__version__,
-                "diffusers": diffusers.__version__,
-                "cuda": torch.version.cuda,
-                "python": platform.python_version(),
-            },
-        }
+        self.common = run_header(c.device, c.command, c.size, c.dtype, c.repeats)
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = False
             self.common.update(self.guard("gemm", lambda: measure_gemm(c.device, c.dtype)) or {})

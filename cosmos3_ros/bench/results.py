@@ -162,13 +162,18 @@ def to_markdown(res: dict[str, Any]) -> str:
 
 def write_results(res: dict[str, Any], out_dir: str | Path, tag: str = "") -> tuple[Path, Path]:
     """Write ``<date>-<gpu>[-tag].json`` and ``.md`` under ``out_dir``; return both paths."""
+    return _write(res, out_dir, "", tag, to_markdown(res))
+
+
+def _write(res: dict[str, Any], out_dir: str | Path, part: str, tag: str, markdown: str) -> tuple[Path, Path]:
+    """``<date>-<gpu>[-part][-tag].json`` (``res``) and ``.md`` (``markdown``) under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gpu = gpu_slug(res.get("gpu", "")) if "cuda" in res.get("device", "") else f"cpu-{res.get('size')}"
-    stem = f"{res.get('date')}-{gpu}" + (f"-{slug(tag)}" if tag else "")
+    stem = f"{res.get('date')}-{gpu}" + (f"-{part}" if part else "") + (f"-{slug(tag)}" if tag else "")
     jp, mp = out / f"{stem}.json", out / f"{stem}.md"
     jp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
-    mp.write_text(to_markdown(res))
+    mp.write_text(markdown)
     return jp, mp
 
 
@@ -286,11 +291,4 @@ def _spread(d) -> str:
 
 def write_preset_results(res: dict[str, Any], out_dir: str | Path, tag: str = "") -> tuple[Path, Path]:
     """Write ``<date>-<gpu>-<preset>[-tag].json`` and ``.md``; return both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    gpu = gpu_slug(res.get("gpu", "")) if "cuda" in res.get("device", "") else f"cpu-{res.get('size')}"
-    stem = f"{res.get('date')}-{gpu}-{res['preset']}" + (f"-{slug(tag)}" if tag else "")
-    jp, mp = out / f"{stem}.json", out / f"{stem}.md"
-    jp.write_text(json.dumps(res, indent=2, default=_json_default) + "\n")
-    mp.write_text(preset_markdown(res))
-    return jp, mp
+    return _write(res, out_dir, res["preset"], tag, preset_markdown(res))
