@@ -169,17 +169,9 @@ class BagSource:
 
         Raises :class:`BagError` up front for a missing topic, and while iterating for a corrupt message or chunk.
         """
-        if self._reader is None:
-            raise BagError(f"bag {self.path} is closed")
-        names = None if topics is None else list(topics)
-        if names is not None:
-            self.require_topics(names)
-        conns = [c for c in self._reader.connections if names is None or c.topic in names]
-        if not conns:
-            return
         reader = self._reader
         n = 0
-        for conn, log_ns, raw in self._raw(conns):
+        for conn, log_ns, raw in self.raw_messages(topics):
             try:
                 msg = reader.deserialize(raw, conn.msgtype)
             except Exception as exc:

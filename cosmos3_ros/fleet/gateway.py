@@ -258,20 +258,11 @@ class Gateway:
 
     async def _answer(self, data: bytes | None, text: str | None, rx: asyncio.Task) -> dict[str, Any]:
         """The reply map for one message (an error reply for anything that cannot be served)."""
-        t0 = time.perf_counter()
-        timing: dict[str, float] = {"infer_ms": 0.0, "queue_ms": 0.0, "unpack_ms": 0.0}
-        decoded: Any = None
-        try:
-            if data is None:
-                raise proto.ProtocolError("text frames are not accepted: send msgpack maps as binary frames")
-            decoded = proto.unpackb(data)
-            request = proto.parse_message(decoded, self.defaults)
-        except proto.ProtocolError as exc:
-            timing["unpack_ms"] = (time.perf_counter() - t0) * 1e3
+        request, timing, refusal = proto.parse_frame(data if data is not None else text or "", self.defaults)
+        del data
+        if refusal is not None:
             self.errors += 1
-            return proto.error_reply(proto.ERROR_BAD_REQUEST, str(exc), timing, proto.timestamp_of(decoded))
-        timing["unpack_ms"] = (time.perf_counter() - t0) * 1e3
-        del data, decoded
+            return refusal
         if isinstance(request, proto.Control):
             return {"__ack__": request.name, "server_timing": timing}
         t_sent = time.perf_counter()

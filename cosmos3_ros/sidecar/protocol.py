@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -392,6 +393,27 @@ def parse_message(message: Any, defaults: PolicySettings) -> Request | Control:
         prefix=prefix,
         droid=is_droid,
     )
+
+
+def parse_frame(
+    frame: bytes | str, defaults: PolicySettings
+) -> tuple[Request | Control | None, dict[str, float], dict[str, Any] | None]:
+    """One websocket frame as the servers read it: ``(request, timing, None)``, or ``(None, timing, reply)`` with the
+    ``bad_request`` reply for a text frame or a message that does not decode or validate. ``timing`` is the reply's
+    ``server_timing`` with ``unpack_ms`` filled in; nothing of the frame's decoding is kept past the call."""
+    t0 = time.perf_counter()
+    timing: dict[str, float] = {"infer_ms": 0.0, "queue_ms": 0.0, "unpack_ms": 0.0}
+    decoded: Any = None
+    try:
+        if isinstance(frame, str):
+            raise ProtocolError("text frames are not accepted: send msgpack maps as binary frames")
+        decoded = unpackb(frame)
+        request = parse_message(decoded, defaults)
+    except ProtocolError as exc:
+        timing["unpack_ms"] = (time.perf_counter() - t0) * 1e3
+        return None, timing, error_reply(ERROR_BAD_REQUEST, str(exc), timing, timestamp_of(decoded))
+    timing["unpack_ms"] = (time.perf_counter() - t0) * 1e3
+    return request, timing, None
 
 
 def timestamp_of(message: Any) -> float | None:

@@ -420,22 +420,11 @@ class SidecarServer:
         only its parsed inputs (one owned copy of the image).
         """
         message = inbox.pop()
-        t0 = time.perf_counter()
-        timing: dict[str, float] = {"infer_ms": 0.0, "queue_ms": 0.0, "unpack_ms": 0.0}
-        decoded: Any = None
-        try:
-            if isinstance(message, str):
-                raise proto.ProtocolError("text frames are not accepted: send msgpack maps as binary frames")
-            decoded = proto.unpackb(message)
-            request = proto.parse_message(decoded, self.defaults)
-        except proto.ProtocolError as exc:
-            timing["unpack_ms"] = (time.perf_counter() - t0) * 1e3
+        request, timing, refusal = proto.parse_frame(message, self.defaults)
+        del message
+        if refusal is not None:
             self.errors += 1
-            return proto.error_reply(
-                proto.ERROR_BAD_REQUEST, str(exc), timing, proto.timestamp_of(decoded)
-            ), f"bad_request ({exc})"
-        timing["unpack_ms"] = (time.perf_counter() - t0) * 1e3
-        del message, decoded
+            return refusal, f"bad_request ({refusal['error']['message']})"
         if isinstance(request, proto.Control):
             return {"__ack__": request.name, "server_timing": timing}, f"control {request.name}"
 
