@@ -4,15 +4,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
+from disk_util import read_only_dir
 from rosbags.rosbag2 import Reader
 
 from cosmos3_ros.bags import mcap_scan
@@ -83,22 +81,7 @@ def test_bag_recover_cli(tmp_path):
 
     r = _cli("recover", str(cut), str(out))  # OUT exists
     assert r.returncode == 2 and "exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = _cli("recover", str(bag), str(_read_only_dir(tmp_path) / "out"))
+    r = _cli("recover", str(bag), str(read_only_dir(tmp_path) / "out"))
     assert r.returncode == 2 and "not writable" in r.stderr and "Traceback" not in r.stderr
     r = _cli("recover")
     assert r.returncode == 2 and "usage" in r.stderr
-
-
-def _read_only_dir(tmp_path: Path) -> Path:
-    """A directory nobody can create files in (as root, chmod does not stop writes: use /sys)."""
-    if os.geteuid() != 0:
-        ro = tmp_path / "read_only"
-        ro.mkdir()
-        ro.chmod(0o555)
-        return ro
-    for candidate in (Path("/sys"), Path("/proc")):
-        try:
-            tempfile.TemporaryFile(dir=candidate).close()
-        except OSError:
-            return candidate
-    pytest.skip("no read-only directory available")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from disk_util import disk_full_after
 from PIL import Image as PILImage
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -345,19 +346,7 @@ def test_configure_and_cleanup_hammered_while_frames_stream(graph):
 
 
 def test_a_recording_that_fails_is_an_error_diagnostic_and_control_goes_on(graph, tmp_path, monkeypatch):
-    from cosmos3_ros.bags import storage as storage_mod
-
-    real_pwrite = os.pwrite
-    budget = {"bytes": 200_000}
-
-    def pwrite(fd: int, data, offset: int) -> int:  # the disk fills up after 200 kB
-        if budget["bytes"] <= 0:
-            raise OSError(28, "No space left on device")
-        n = real_pwrite(fd, bytes(data[: budget["bytes"]]), offset)
-        budget["bytes"] -= n
-        return n
-
-    monkeypatch.setattr(storage_mod.os, "pwrite", pwrite)
+    free_disk = disk_full_after(monkeypatch, 200_000)  # the disk fills up after 200 kB
     node = _node(graph, record_path=str(tmp_path / "rec"), replan_every=2)
     test = graph.node("tester")
     cam, got = Camera(test, TOPIC), Collector(test, JointTrajectory, TRAJ)
@@ -367,6 +356,6 @@ def test_a_recording_that_fails_is_an_error_diagnostic_and_control_goes_on(graph
     assert "No space left on device" in diag.values["fault.recording"]
     n = len(_chunks(got))
     _feed(graph, cam, lambda: len(_chunks(got)) > n + 1, timeout=20)  # still commanding
-    monkeypatch.setattr(storage_mod.os, "pwrite", real_pwrite)
+    free_disk()
     assert node.trigger_deactivate() == SUCCESS and node.trigger_cleanup() == SUCCESS
     assert node.faults == {}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from disk_util import disk_full_after
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader
 
@@ -410,19 +411,7 @@ def test_recording_survives_shutdown(tmp_path: Path, storage: str, mode: str, si
 
 
 def test_write_failure_in_process_never_raises_into_producers(tmp_path: Path, monkeypatch, caplog) -> None:
-    from cosmos3_ros.bags import storage as storage_mod
-
-    real_pwrite = os.pwrite
-    budget = {"bytes": 150_000}
-
-    def pwrite(fd: int, data, offset: int) -> int:  # a disk that fills up after 150 kB
-        if budget["bytes"] <= 0:
-            raise OSError(28, "No space left on device")
-        n = real_pwrite(fd, bytes(data[: budget["bytes"]]), offset)
-        budget["bytes"] -= n
-        return n
-
-    monkeypatch.setattr(storage_mod.os, "pwrite", pwrite)
+    free_disk = disk_full_after(monkeypatch, 150_000)  # a disk that fills up after 150 kB
     seen: list[BaseException] = []
 
     def on_error(exc: BaseException) -> None:
@@ -438,7 +427,7 @@ def test_write_failure_in_process_never_raises_into_producers(tmp_path: Path, mo
         assert rec.close(timeout=30)
         for i in range(3):
             assert not rec.write_float("/late", 20 + i, 1.0)  # rejected, never raises
-    monkeypatch.setattr(storage_mod.os, "pwrite", real_pwrite)
+    free_disk()
     assert len(seen) == 1 and isinstance(seen[0], OSError) and rec.error is seen[0]
     st = rec.stats()
     assert st["accepted"] == st["written"] + st["lost"] and st["rejected"] >= 3 and st["error"]

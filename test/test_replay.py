@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from disk_util import read_only_dir
 
 from cosmos3_ros.bags import report_plots
 from cosmos3_ros.bags.msgbuild import get_ros2_typestore, header
@@ -264,21 +263,6 @@ def test_replay_with_the_policy_video_as_forecast_source(tmp_path):
 FAKE_PARAMS = (
     f"/**:\n  ros__parameters:\n    backend: fake\n    num_steps: 2\n    warmup: false\n    camera_topics: ['{CAM}']\n"
 )
-
-
-def read_only_dir(tmp_path: Path) -> Path:
-    """A directory nobody can create files in (as root, chmod does not stop writes: use /sys)."""
-    if os.geteuid() != 0:
-        ro = tmp_path / "read_only"
-        ro.mkdir()
-        ro.chmod(0o555)
-        return ro
-    for candidate in (Path("/sys"), Path("/proc")):
-        try:
-            tempfile.TemporaryFile(dir=candidate).close()
-        except OSError:
-            return candidate
-    pytest.skip("no read-only directory available")
 
 
 def one_error_line(r: subprocess.CompletedProcess) -> str:
