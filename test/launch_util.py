@@ -147,6 +147,17 @@ class Launch:
             self._log.close()
 
 
+def built_workspace(ws: Path) -> Path:
+    """``ws`` with the package built by colcon (the calling test skips, saying why, without colcon or ros2): the build
+    succeeds, prints nothing on stderr and installs the node's executable."""
+    require_tools()
+    r = build_workspace(ws)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "had stderr output" not in r.stdout + r.stderr, r.stdout + r.stderr  # no setuptools warnings
+    assert (ws / "install" / "cosmos3_ros" / "lib" / "cosmos3_ros" / "policy_node").is_file()
+    return ws
+
+
 def require_tools() -> None:
     """Skip the calling test, saying why, when colcon or ros2 is missing."""
     why = tools_missing()

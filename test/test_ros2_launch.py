@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from launch_util import ROOT, Launch, build_workspace, clean_env, copy_sources, require_tools
+from launch_util import ROOT, Launch, built_workspace, clean_env, copy_sources, require_tools
 from rclpy.parameter_client import AsyncParameterClient
 from rosgraph import Camera, Collector, Graph
 from rosgraph_msgs.msg import Clock
@@ -31,13 +31,7 @@ TRAJ = "/cosmos3_policy/joint_trajectory"
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    require_tools()
-    ws = tmp_path_factory.mktemp("ws")
-    r = build_workspace(ws)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "had stderr output" not in r.stdout + r.stderr, r.stdout + r.stderr  # no setuptools warnings
-    assert (ws / "install" / "cosmos3_ros" / "lib" / "cosmos3_ros" / "policy_node").is_file()
-    return ws
+    return built_workspace(tmp_path_factory.mktemp("ws"))
 
 
 @pytest.fixture

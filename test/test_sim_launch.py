@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from launch_util import Launch, build_workspace, require_tools
+from launch_util import Launch, built_workspace
 from rosgraph import Collector, Graph
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
@@ -27,10 +27,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    require_tools()
-    ws = tmp_path_factory.mktemp("ws")
-    r = build_workspace(ws)
-    assert r.returncode == 0, r.stdout + r.stderr
+    ws = built_workspace(tmp_path_factory.mktemp("ws"))
     share = ws / "install" / "cosmos3_ros" / "share" / "cosmos3_ros"
     assert (share / "launch" / "sim.launch.py").is_file()
     assert list((ws / "install").rglob("cosmos3_ros/sim/assets/panda_scene.xml")), "the scene is not installed"
