@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from cosmos3_ros.core.trajectory import hermite
+
 __all__ = [
     "Boundary",
     "ChunkSpan",
@@ -122,7 +124,7 @@ class CommandedChunk:
         h, s = times[i] - times[i - 1], t - times[i - 1]
         if self.velocities is None:
             return pos[i - 1] + (s / h) * (pos[i] - pos[i - 1])
-        return _hermite(pos[i - 1], self.velocities[i - 1], pos[i], self.velocities[i], h, s)
+        return hermite(pos[i - 1], self.velocities[i - 1], pos[i], self.velocities[i], h, s)[0]
 
 
 @dataclass(frozen=True)
@@ -252,16 +254,6 @@ class MotionReport:
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-def _hermite(p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, h: float, s: float) -> np.ndarray:
-    u = s / h
-    return (
-        (2 * u**3 - 3 * u**2 + 1) * p0
-        + (u**3 - 2 * u**2 + u) * h * v0
-        + (-2 * u**3 + 3 * u**2) * p1
-        + (u**3 - u**2) * h * v1
-    )
 
 
 def chunk_spans(chunks: Sequence[CommandedChunk], stops: Sequence[Stop] = ()) -> list[ChunkSpan]:

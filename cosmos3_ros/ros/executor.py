@@ -52,8 +52,6 @@ class DrainingExecutor(MultiThreadedExecutor):
             handler, _entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
             return
-        if getattr(handler, "executing", None) is _queued:
-            return  # already in the pool (only reachable if rclpy's loop changes)
         handler.executing = _queued  # the wait loop sees it as running from now on (instance attribute)
 
         started = threading.Event()
