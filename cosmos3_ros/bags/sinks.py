@@ -105,6 +105,31 @@ class RecorderSink(LoopSink):
         self._last_stamp = 0.0
         self._config = None if run_config is None else dict(run_config)
 
+    @classmethod
+    def for_loop(
+        cls,
+        recorder: BagRecorder,
+        prefix: str,
+        values: Mapping[str, Any],
+        controller: Any,
+        run_config: Mapping[str, Any],
+        clock: Any,
+        state_topic: str | None = None,
+    ) -> RecorderSink:
+        """The sink of a loop built from setting ``values`` and its ``controller`` (node and replay alike); the robot
+        state goes to ``state_topic`` (default: ``joint_states_topic``; "" records none)."""
+        return cls(
+            recorder,
+            prefix,
+            values["drift_metric"],
+            run_config=run_config,
+            counters=controller.counters,
+            threshold=float(values["drift_threshold"]),
+            clock=clock,
+            state_topic=values["joint_states_topic"] if state_topic is None else state_topic,
+            state_names=controller.config.state_names,
+        )
+
     def _write_config(self, stamp: float) -> None:
         if self._config is not None:
             config, self._config = self._config, None

@@ -182,17 +182,7 @@ def replay(
             fps=settings.fps,
         )
         clock = {"now": 0.0}
-        sink = RecorderSink(
-            recorder,
-            NODE,
-            values["drift_metric"],
-            run_config=config,
-            counters=controller.counters,
-            threshold=float(values["drift_threshold"]),
-            clock=lambda: clock["now"],
-            state_topic=state_topic,
-            state_names=controller.config.state_names,
-        )
+        sink = RecorderSink.for_loop(recorder, NODE, values, controller, config, lambda: clock["now"], state_topic)
         options = dataclasses.replace(loop_options(values), enforce_budget=False)  # inference is instant in bag time
         raw = _RawActions(backend)
         loop = PolicyLoop(controller, raw, options, Tee(sink, collector), lambda: clock["now"], keep_frames_size=None)

@@ -270,19 +270,7 @@ class PolicyNode(LifecycleNode):
                 custom_data=recording_metadata(config),
             )
             self._recorder = recorder.start()
-            sinks.append(
-                RecorderSink(
-                    recorder,
-                    name,
-                    values["drift_metric"],
-                    run_config=config,
-                    counters=controller.counters,
-                    threshold=float(values["drift_threshold"]),
-                    clock=self.now,
-                    state_topic=values["joint_states_topic"],
-                    state_names=controller.config.state_names,
-                )
-            )
+            sinks.append(RecorderSink.for_loop(recorder, name, values, controller, config, self.now))
             self.get_logger().info(f"recording to {values['record_path']} (MCAP)")
         self._node_sink = NodeSink(
             self, values["drift_metric"], POSE_DIMS if values["action_space"] == "ee_pose" else 0, values["dry_run"]
