@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosmos3_ros.sim.trajectory import interpolate
+from cosmos3_ros.core.motion import CommandedChunk
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
@@ -100,19 +100,8 @@ class Chunk:
 
     def position_at(self, t: float) -> np.ndarray:
         """The position this chunk commands at ``t`` through its own points: its first point before them, its last
-        after them, the spline between them (cubic with velocities, else linear)."""
-        times = self.times
-        if t <= times[0]:
-            return self.positions[0].copy()
-        if t >= times[-1]:
-            return self.positions[-1].copy()
-        i = int(np.searchsorted(times, t, side="right"))
-        v = self.velocities
-
-        def state(k: int) -> tuple[np.ndarray, np.ndarray | None, None]:
-            return self.positions[k], None if v is None else v[k], None
-
-        return interpolate(float(times[i - 1]), state(i - 1), float(times[i]), state(i), t)[0]
+        after them, the spline between them (cubic with velocities, else linear; as the report evaluates chunks)."""
+        return CommandedChunk(self.times, self.positions, self.received, velocities=self.velocities).at(t)
 
 
 def boundary_jumps(chunks: Sequence[Chunk], joints: slice = slice(0, 7)) -> dict[str, float]:
