@@ -71,7 +71,7 @@ def run(values: dict[str, Any], backend: Any, seconds: float, latency: float, ra
             for cam, (h, w) in zip(cams, sizes, strict=True):
                 controller.add_frame(cam, next_frame, moving_scene_frame(next_frame, h, w), now=t)
             next_frame += frame_dt
-        if controller.config.use_state:
+        if controller.settings.use_state:
             controller.add_state(t, command, now=t)
         if pending is not None and t >= pending[2] - 1e-12:
             req, chunk, _ = pending

@@ -78,14 +78,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _state_topic(source: Any, values: dict[str, Any], use_state: bool, in_bag: str | Path) -> str:
+def _state_topic(source: Any, values: dict[str, Any], in_bag: str | Path) -> str:
     """The robot-state topic to feed from the bag: ``joint_states_topic`` if the bag has it ("" if not needed)."""
     topic = values["joint_states_topic"]
     if not topic:
         return ""
     if topic in source.topics():
         return topic
-    if use_state:
+    if values["use_state"]:
         from cosmos3_ros.bags.reader import BagError
 
         raise BagError(
@@ -148,7 +148,7 @@ def replay(
     source = open_bag(in_bag)
     try:
         source.require_topics(cameras)
-        state_topic = _state_topic(source, values, controller.config.use_state, in_bag)
+        state_topic = _state_topic(source, values, in_bag)
         total = source.message_count(cameras)
         if total == 0:
             raise BagError(f"bag {in_bag} has no messages on {cameras}")

@@ -90,7 +90,6 @@ def controller_config(values: dict[str, Any], settings: PolicySettings | None = 
         sync_tolerance=float(values["sync_tolerance"]),
         replan_every=replan,
         stamp_mode=values["trajectory_stamp"],
-        use_state=bool(values["use_state"]),
         max_clock_skew=float(values["max_clock_skew"]),
         action_space=values["action_space"],
         state_joints=tuple(values["state_joint_names"]),

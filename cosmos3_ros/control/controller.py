@@ -330,7 +330,7 @@ class PolicyController:
             self.counters.inc("no_observation.not_newer")
             return None
         state = None
-        if self.config.use_state:
+        if self._settings.use_state:  # the model takes the robot state as a known row
             if self._state is None:
                 self.counters.inc("no_observation.no_state")
                 return None

@@ -31,7 +31,6 @@ class ControllerConfig:
     replan_every: int = 8
     stamp_mode: str = "observation"
     buffer_capacity: int = 8
-    use_state: bool = False
     max_clock_skew: float = 1.0
     action_space: str = "joint_pos"
     state_joints: tuple[str, ...] = ()
