@@ -295,9 +295,8 @@ class PolicyNode(LifecycleNode):
         )
 
     def _create_inputs(self, values: dict[str, Any]) -> None:
-        # One callback group per input: with rclpy's multi-threaded executor, a message that is ready but whose group
-        # is busy keeps the other threads spinning at 100% of a core (and starves the control timer); no input
-        # ever waits for another.
+        # One callback group per input: no input waits for another (a burst of camera frames never delays the robot
+        # state or the control timer).
         qos = _CAMERA_QOS[values["camera_qos"]]
         for topic in values["camera_topics"]:
             group = MutuallyExclusiveCallbackGroup()
