@@ -34,7 +34,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from cosmos3_ros.ros.convert import rgb_to_image_msg
+from cosmos3_ros.ros.convert import rgb_to_image_msg, sec_to_stamp, stamp_to_sec
 from cosmos3_ros.sim.drive import JointDrive
 from cosmos3_ros.sim.options import BY_NAME, NODE_NAME, PARAMS, CameraTopic, check
 from cosmos3_ros.sim.trajectory import CommandError, TrajectoryCommand
@@ -42,15 +42,6 @@ from cosmos3_ros.sim.world import ALIASES, CONTROLLED, JOINT_NAMES, PandaWorld
 
 #: A simulation more than this far behind the wall clock (seconds) stops catching up and runs slower instead.
 MAX_LAG_S = 0.1
-
-
-def _stamp(t: float) -> Time:
-    sec = math.floor(t)
-    return Time(sec=int(sec), nanosec=min(round((t - sec) * 1e9), 999_999_999))
-
-
-def _sec(stamp: Any) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class SimBridge(Node):
@@ -194,7 +185,13 @@ class SimBridge(Node):
         self._inbox.append(
             (
                 "joint",
-                (list(msg.name), list(msg.position), list(msg.velocity), list(msg.effort), _sec(msg.header.stamp)),
+                (
+                    list(msg.name),
+                    list(msg.position),
+                    list(msg.velocity),
+                    list(msg.effort),
+                    stamp_to_sec(msg.header.stamp),
+                ),
             )
         )
 
@@ -202,8 +199,8 @@ class SimBridge(Node):
         try:
             cmd = TrajectoryCommand.build(
                 msg.joint_names,
-                _sec(msg.header.stamp),
-                [_sec(p.time_from_start) for p in msg.points],
+                stamp_to_sec(msg.header.stamp),
+                [stamp_to_sec(p.time_from_start) for p in msg.points],
                 [list(p.positions) for p in msg.points],
                 [list(p.velocities) for p in msg.points],
                 [list(p.accelerations) for p in msg.points],
@@ -319,7 +316,7 @@ class SimBridge(Node):
         self, world: PandaWorld, drive: JointDrive, k: int, clock_every: int, js_every: int, cam_every: int
     ) -> None:
         now = world.time
-        stamp = _stamp(now)
+        stamp = sec_to_stamp(now)
         if k % clock_every == 0:
             self._clock_pub.publish(Clock(clock=stamp))
         if k == 0:  # time 0 reads as "no stamp" to many consumers: sensors start one step later

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cosmos3_ros.ros.convert import stamp_to_sec
 from cosmos3_ros.sim.metrics import Chunk, boundary_jumps, jerk, moves_toward, summarize, tracking_error
 from cosmos3_ros.sim.world import CONTROLLED
 
@@ -60,12 +61,8 @@ class Recorder:
         self.reset_client = n.create_client(Trigger, "/cosmos3_sim/reset")
         self._SetBool, self._Trigger = SetBool, Trigger
 
-    @staticmethod
-    def _sec(stamp: Any) -> float:
-        return stamp.sec + stamp.nanosec * 1e-9
-
     def _on_clock(self, msg: Any) -> None:
-        t = self._sec(msg.clock)
+        t = stamp_to_sec(msg.clock)
         with self.lock:
             if t < self.clock - 0.5:
                 self.epoch += 1
@@ -82,7 +79,7 @@ class Recorder:
     def _row(self, msg: Any) -> tuple:
         """(epoch, stamp, positions, velocities) of the controlled joints in a JointState."""
         positions, velocities = self._pick(msg, CONTROLLED, "position"), self._pick(msg, CONTROLLED, "velocity")
-        return self.epoch, self._sec(msg.header.stamp), positions, velocities
+        return self.epoch, stamp_to_sec(msg.header.stamp), positions, velocities
 
     def _on_js(self, msg: Any) -> None:
         row = self._row(msg)
@@ -98,10 +95,10 @@ class Recorder:
         known = [n for n in CONTROLLED if n in msg.name]
         pos = self._pick(msg, tuple(known), "position") if known else np.array([])
         with self.lock:
-            self.commands.append((self.epoch, self._sec(msg.header.stamp), pos))
+            self.commands.append((self.epoch, stamp_to_sec(msg.header.stamp), pos))
 
     def _on_traj(self, msg: Any) -> None:
-        stamp = self._sec(msg.header.stamp)
+        stamp = stamp_to_sec(msg.header.stamp)
         order = [list(msg.joint_names).index(n) for n in CONTROLLED if n in msg.joint_names]
         pos = np.array([[p.positions[i] for i in order] for p in msg.points])
         vel = None
@@ -110,7 +107,7 @@ class Recorder:
         with self.lock:
             received = self.clock
             start = stamp if stamp > 0 else received
-            times = start + np.array([self._sec(p.time_from_start) for p in msg.points])
+            times = start + np.array([stamp_to_sec(p.time_from_start) for p in msg.points])
             hold = stamp == 0.0 and len(msg.points) == 1
             self.chunks.append((self.epoch, Chunk(received, times, pos, vel, hold)))
 
