@@ -128,3 +128,14 @@ def test_simulator_options_and_presets():
             check(preset_values("isaac", **{name: value}))
     with pytest.raises(ValueError, match="exceeds physics_rate"):
         check(preset_values("isaac", clock_rate=1000.0, physics_rate=500.0))
+
+
+def test_the_readme_documents_every_simulator_parameter():
+    """The README's simulator parameter table lists every parameter the node declares (sim/options.py's PARAMS)."""
+    from pathlib import Path
+
+    from cosmos3_ros.sim.options import PARAMS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Simulator parameters") : readme.index("### Headless rendering")]
+    assert [p.name for p in PARAMS if f"`{p.name}`" not in section] == []
